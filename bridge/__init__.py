@@ -1,0 +1,1 @@
+"""C ABI through cffi embedding and the native shims (JACK client, DPF plugin)."""

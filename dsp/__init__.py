@@ -1,0 +1,1 @@
+"""Numba-jitted DSP kernels: streaming STFT, windows, gain ramps, meters, resampling."""

@@ -1,0 +1,1 @@
+"""Separators: the protocol, the DSP baseline and the hybrid streaming nets."""

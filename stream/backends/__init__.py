@@ -1,0 +1,1 @@
+"""Audio I/O backends: file (paced), PortAudio, JACK."""

@@ -1,0 +1,398 @@
+"""The real-time engine: audio-side push/pull that only copy, a worker that separates hop by hop.
+
+Data flow (DESIGN.md)::
+
+    audio thread                               worker thread
+    push(block) -> input ring  ------------->  read one hop -> separator.step -> mixer
+                -> dry history ring                  |
+    pull(n)     <- wet ring [mix | stems] <----------+
+       on underrun: the dry input delayed by the declared latency, spliced without a click
+
+Latency, in samples at the separator's rate, is fixed at construction::
+
+    latency_samples = separator.latency_samples + hop + block_size
+
+``hop``: the worker needs a whole hop before it can run. ``block_size``: the host's largest
+block; the audio callback pushes block k and pulls in the same call, so the wet ring is
+pre-filled with ``hop + block_size`` samples of silence to give the worker one block period of
+headroom to compute. Output sample ``q`` is always the estimate for input sample
+``q - latency_samples``, whether it came from the model or from the dry fallback.
+
+Thread contract: one audio thread calls :meth:`Engine.push` and :meth:`Engine.pull_into`
+(never blocks, allocates no buffers, takes no lock, never logs or raises on valid input); the
+worker thread is started by :meth:`start`; control threads may set mixer parameters and read
+:meth:`stats` at any time. Without :meth:`start`, :meth:`run_pending` does the worker's job on
+the caller's thread: that is how files are separated faster than real time.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from livestems.dsp.kernels import sanitize_inplace
+
+from .mixer import StemMixer
+from .ring import Ring
+
+__all__ = ["Engine", "EngineStats"]
+
+_TIMES_KEPT = 1 << 14  # per-hop compute times kept for percentiles (a power of two)
+
+
+@numba.njit(cache=True, nogil=True)
+def _splice(out, start, n, offset, decay):
+    """Add a decaying per-channel offset to ``out[:, start:start+n]`` (in place).
+
+    After a switch between the wet and the dry path the offset starts as (last sample played
+    - first new sample), so the output is continuous; it then decays exponentially, so the
+    largest sample-to-sample jump it adds is ``|offset| * (1 - decay)``.
+    """
+    for c in range(out.shape[0]):
+        d = offset[c]
+        if d == 0.0:
+            continue
+        for i in range(start, start + n):
+            d *= decay
+            out[c, i] += d
+        if abs(d) < 1e-9:
+            d = 0.0
+        offset[c] = d
+
+
+@numba.njit(cache=True, nogil=True)
+def _crossfade(out, dry, start, n, pos, length):
+    """Crossfade ``out`` (wet) from ``dry`` over ``length`` samples, ``pos`` already done."""
+    for i in range(n):
+        k = pos + i
+        if k >= length:
+            break
+        a = (k + 1.0) / length
+        for c in range(out.shape[0]):
+            out[c, start + i] = a * out[c, start + i] + (1.0 - a) * dry[c, start + i]
+
+
+@dataclass
+class EngineStats:
+    """A snapshot of the engine's counters (see :meth:`Engine.stats`)."""
+
+    hops_processed: int
+    hops_skipped: int
+    deadline_misses: int
+    missed_samples: int
+    input_overflows: int
+    nonfinite_samples: int
+    latency_samples: int
+    sample_rate: int
+    hop: int
+    per_hop_ms: dict
+    rtf_p50: float
+    rtf_p99: float
+    worker_error: str | None
+
+    @property
+    def latency_ms(self) -> float:
+        return 1000.0 * self.latency_samples / self.sample_rate
+
+
+class Engine:
+    """Runs a separator on a live stream. Sizes are fixed here; nothing allocates later.
+
+    Args:
+        separator: any object following :mod:`livestems.model.protocol`.
+        block_size: the largest block the host will push or pull (samples). Default: ``hop``.
+        crossfade_ms: length of the dry-to-wet crossfade when the model catches up again, and
+            time constant of the click-free splice when it misses a deadline.
+        smoothing_ms: gain smoothing of the stem mixer.
+        ring_seconds: capacity of the input and wet rings; only matters when the worker stalls.
+    """
+
+    def __init__(
+        self,
+        separator,
+        *,
+        block_size: int | None = None,
+        crossfade_ms: float = 2.0,
+        smoothing_ms: float = 10.0,
+        ring_seconds: float = 2.0,
+    ):
+        self.separator = sep = separator
+        self.sample_rate = int(sep.sample_rate)
+        self.channels = c = int(sep.channels)
+        self.sources = tuple(sep.sources)
+        self.hop = hop = int(sep.hop)
+        self.block_size = int(block_size or hop)
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1 sample, got {block_size}")
+        s = len(self.sources)
+        self.queue_samples = hop + self.block_size
+        self.latency_samples = int(sep.latency_samples) + self.queue_samples
+        self.mixer = StemMixer(self.sources, self.sample_rate, smoothing_ms)
+        self.mixer.snap()
+
+        cap = max(int(ring_seconds * self.sample_rate), 4 * (hop + self.block_size))
+        self._in = Ring(c, cap)
+        # wet ring rows: [mix channels | stem 0 channels | stem 1 channels | ...]
+        self._wet = Ring(c * (s + 1), cap + self.queue_samples)
+        self._dry = Ring(c, self.latency_samples + 2 * self.block_size + hop)
+
+        # worker buffers
+        self._hop_in = np.zeros((c, hop), dtype=np.float32)
+        self._hop_out = np.zeros((c * (s + 1), hop), dtype=np.float32)
+        self._zeros_hop = np.zeros((c * (s + 1), hop), dtype=np.float32)
+        self._times = np.zeros(_TIMES_KEPT, dtype=np.float64)
+        # audio-side buffers
+        nb = self.block_size
+        self._pull_wet = np.zeros((c * (s + 1), nb), dtype=np.float32)
+        self._pull_dry = np.zeros((c, nb), dtype=np.float32)
+        self._pull_fb = np.zeros((c * (s + 1), nb), dtype=np.float32)
+        self._push_buf = np.zeros((c, nb), dtype=np.float32)
+        self._last = np.zeros(c * (s + 1), dtype=np.float64)
+        self._offset = np.zeros(c * (s + 1), dtype=np.float64)
+        self._decay = math.exp(-1.0 / max(1.0, crossfade_ms * 1e-3 * self.sample_rate))
+        self._xfade_len = max(1, int(round(crossfade_ms * 1e-3 * self.sample_rate)))
+
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self._poll_s = min(1e-3, 0.25 * hop / self.sample_rate)
+        self.stall_hook = None  # test hook: callable run by the worker before each step
+        self._warm_up()
+        self.reset()
+
+    def _warm_up(self) -> None:
+        """Compile every kernel and run one hop through the separator now, at configuration,
+        so that no JIT compilation or first-call cost lands on the audio or worker path."""
+        self._wet.write(self._zeros_hop)
+        self._wet.read(self._hop_out)
+        _splice(self._pull_wet, 0, 1, self._offset, self._decay)
+        _crossfade(self._pull_wet, self._pull_fb, 0, 1, 0, self._xfade_len)
+        sanitize_inplace(self._hop_in)
+        y = self.separator.step(self._hop_in)
+        self.mixer.mix(np.ascontiguousarray(y, dtype=np.float32), self._hop_out[: self.channels])
+        self.mixer.snap()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Back to silence and zero counters. Only while the worker is stopped."""
+        if self._running:
+            raise RuntimeError("stop() the engine before reset()")
+        self.separator.reset()
+        self._in.reset()
+        self._wet.reset()
+        self._dry.reset()
+        pre = np.zeros((self._wet.channels, self.queue_samples), dtype=np.float32)
+        self._wet.write(pre)
+        self._dry.write(np.zeros((self.channels, self.latency_samples), dtype=np.float32))
+        self._q = 0  # output position of the next pulled sample (audio side)
+        self._wet_mode = True
+        self._xfade_pos = self._xfade_len
+        self._last.fill(0.0)
+        self._offset.fill(0.0)
+        self.hops_processed = 0
+        self.hops_skipped = 0
+        self.deadline_misses = 0
+        self.missed_samples = 0
+        self.input_overflows = 0
+        self.nonfinite_samples = 0
+        self.worker_error: str | None = None
+        self._times.fill(0.0)
+
+    def start(self) -> "Engine":
+        """Start the worker thread (idempotent). Call :func:`warmup` before, not after."""
+        if self._thread is None:
+            self._running = True
+            self._thread = threading.Thread(target=self._worker, name="livestems-worker",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the worker thread and wait for it."""
+        self._running = False
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- audio side ------------------------------------------------------------------------
+    def push(self, block: np.ndarray) -> None:
+        """Audio thread: copy ``block`` float32 ``[channels, n]`` (n <= block_size) in."""
+        n = block.shape[1]
+        if block.dtype != np.float32 or block.shape[0] != self.channels or n > self.block_size:
+            raise ValueError(
+                f"push() expects float32 [{self.channels}, n <= {self.block_size}], "
+                f"got {block.dtype} {list(block.shape)}; push smaller blocks or build the "
+                f"Engine with a larger block_size"
+            )
+        written = self._in.write(block)
+        if written < n:  # the worker has stalled for longer than the ring: drop, count
+            self.input_overflows += n - written
+        self._dry.write(block)
+
+    def pull_into(self, mix_out: np.ndarray, stems_out: np.ndarray | None = None) -> bool:
+        """Audio thread: fill ``mix_out`` ``[C, n]`` (and ``stems_out`` ``[S, C, n]``).
+
+        Never blocks. Returns True if the block came from the model, False if (part of) it is
+        the dry fallback (a deadline miss, counted). The fallback is the dry input delayed by
+        the declared latency on the mix, and silence on the stems, spliced without a click.
+        """
+        n = mix_out.shape[1]
+        if n > self.block_size:
+            raise ValueError(f"pull of {n} samples exceeds block_size {self.block_size}")
+        c = self.channels
+        wet, fb = self._pull_wet, self._pull_fb
+        self._dry.read(self._pull_dry, 0, n)  # always consumed: keeps the dry path aligned
+        # the fallback the listener gets on a miss: dry input on the mix rows, silent stems
+        fb[:c, :n] = self._pull_dry[:, :n]
+        fb[c:, :n] = 0.0
+        behind = self._q - self._wet.read_count
+        if behind > 0:  # the worker delivered these too late: they were played dry
+            self._wet.skip(behind)
+        avail = self._wet.readable() if self._wet.read_count == self._q else 0
+        if avail >= n:
+            self._wet.read(wet, 0, n)
+            if not self._wet_mode:  # the model caught up: crossfade from the fallback
+                self._wet_mode = True
+                self._xfade_pos = 0
+            self._fade_in(0, n)
+            used_model = True
+        else:
+            m = avail if self._wet_mode else 0
+            if m:
+                self._wet.read(wet, 0, m)
+                self._fade_in(0, m)
+            if self._wet_mode:  # switching to the fallback at sample m: start from here
+                for k in range(wet.shape[0]):
+                    prev = wet[k, m - 1] if m else self._last[k]
+                    self._offset[k] = prev - fb[k, m]
+                self._wet_mode = False
+            _splice(fb, m, n - m, self._offset, self._decay)
+            wet[:, m:n] = fb[:, m:n]
+            self.deadline_misses += 1
+            self.missed_samples += n - m
+            used_model = False
+        self._q += n
+        self._last[:] = wet[:, n - 1]
+        mix_out[:, :n] = wet[:c, :n]
+        if stems_out is not None:
+            stems_out[:, :, :n] = wet[c:, :n].reshape(stems_out.shape[0], c, n)
+        return used_model
+
+    def _fade_in(self, a: int, b: int) -> None:
+        """Crossfade wet rows [a, b) of the pull buffer from the (spliced) fallback."""
+        if self._xfade_pos < self._xfade_len:
+            _splice(self._pull_fb, a, b - a, self._offset, self._decay)
+            _crossfade(self._pull_wet, self._pull_fb, a, b - a, self._xfade_pos, self._xfade_len)
+            self._xfade_pos += b - a
+            if self._xfade_pos >= self._xfade_len:
+                self._offset.fill(0.0)
+
+    def pull(self, n: int, wait_s: float = 0.0):
+        """Convenience for non-audio callers: returns ``(mix [C, n], stems [S, C, n])``.
+
+        With ``wait_s > 0`` it polls up to that long for the worker to deliver (file
+        processing and tests); audio callbacks use :meth:`pull_into` with no waiting.
+        """
+        if wait_s > 0:
+            deadline = time.perf_counter() + wait_s
+            while (self._wet.read_count + self._wet.readable() < self._q + n
+                   and time.perf_counter() < deadline):
+                time.sleep(self._poll_s)
+        mix = np.empty((self.channels, n), dtype=np.float32)
+        stems = np.empty((len(self.sources), self.channels, n), dtype=np.float32)
+        self.pull_into(mix, stems)
+        return mix, stems
+
+    # -- worker side -----------------------------------------------------------------------
+    def run_pending(self) -> int:
+        """Process every whole hop waiting in the input ring; returns hops done.
+
+        Called by the worker thread, or directly (without :meth:`start`) to run the engine
+        synchronously.
+        """
+        done = 0
+        hop, c = self.hop, self.channels
+        sep, out = self.separator, self._hop_out
+        if self.worker_error is not None:
+            self._in.skip(self._in.readable())
+            return 0
+        while self._in.readable() >= hop and self._wet.writable() >= hop:
+            self._in.read(self._hop_in)
+            # the next sample this hop writes will be played at output position `pos`
+            pos = self._wet.write_count
+            if pos + hop <= self._q:
+                # already played dry: skip the model so the worker catches up with the clock
+                self._wet.write(self._zeros_hop)
+                self.hops_skipped += 1
+                done += 1
+                continue
+            t0 = time.perf_counter()
+            try:
+                self.nonfinite_samples += sanitize_inplace(self._hop_in)
+                if self.stall_hook is not None:
+                    self.stall_hook(self)
+                y = sep.step(self._hop_in)
+                if getattr(y, "shape", None) != (len(self.sources), c, hop):
+                    raise ValueError(
+                        f"separator returned shape {list(getattr(y, 'shape', []))}, expected "
+                        f"[{len(self.sources)}, {c}, {hop}]"
+                    )
+                out[c:] = y.reshape(-1, hop)
+                self.nonfinite_samples += sanitize_inplace(out[c:])
+                self.mixer.mix(out[c:].reshape(y.shape), out[:c])
+            except Exception as exc:  # noqa: BLE001 - reported once; audio goes on dry
+                self.worker_error = f"{type(exc).__name__}: {exc}"
+                # write nothing more, so pull() plays the dry path from here on
+                self._in.skip(self._in.readable())
+                return done
+            self._wet.write(out)
+            self._times[self.hops_processed & (_TIMES_KEPT - 1)] = time.perf_counter() - t0
+            self.hops_processed += 1
+            done += 1
+        return done
+
+    def _worker(self) -> None:
+        while self._running:
+            if self.run_pending() == 0:
+                time.sleep(self._poll_s)
+
+    # -- reporting -------------------------------------------------------------------------
+    def stats(self) -> EngineStats:
+        """Counters and per-hop compute-time percentiles (ms) over the last hops."""
+        k = min(self.hops_processed, _TIMES_KEPT)
+        hop_ms = 1000.0 * self.hop / self.sample_rate
+        if k:
+            t = np.sort(self._times[:k]) * 1000.0
+            pct = {
+                name: float(np.percentile(t, q))
+                for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))
+            }
+            pct["max"] = float(t[-1])
+            pct["mean"] = float(t.mean())
+        else:
+            pct = {"p50": 0.0, "p90": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0, "mean": 0.0}
+        return EngineStats(
+            hops_processed=self.hops_processed,
+            hops_skipped=self.hops_skipped,
+            deadline_misses=self.deadline_misses,
+            missed_samples=self.missed_samples,
+            input_overflows=self.input_overflows,
+            nonfinite_samples=self.nonfinite_samples,
+            latency_samples=self.latency_samples,
+            sample_rate=self.sample_rate,
+            hop=self.hop,
+            per_hop_ms=pct,
+            rtf_p50=pct["p50"] / hop_ms,
+            rtf_p99=pct["p99"] / hop_ms,
+            worker_error=self.worker_error,
+        )
