@@ -196,27 +196,51 @@ def _hann_smooth(x: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(xp, k, mode="same")[pad:-pad]
 
 
-def _harmonics(phase: np.ndarray, amps: np.ndarray) -> np.ndarray:
-    """``sum_h amps[h-1] * sin(h * phase)`` for ``h = 1..H``.
+def _harmonics(phase: np.ndarray, amps: np.ndarray, hop: int) -> np.ndarray:
+    """Additive synthesis: ``sum_h a_h(t) * sin(h * phase(t))`` for ``h = 1..H``.
 
-    ``amps`` is ``[H, n]`` (per-sample amplitudes) or ``[H]``. The Chebyshev recurrence
-    ``sin((h+1)p) = 2 cos(p) sin(hp) - sin((h-1)p)`` costs one multiply-add per harmonic
-    instead of a ``sin`` call; in float64 its error stays far below audibility for H < 100.
+    Args:
+        phase: ``[n]`` instantaneous phase of the fundamental, radians.
+        amps: ``[H, F]`` amplitudes at control rate: frame ``j`` is sample ``j * hop``,
+            linearly interpolated in between; ``F >= ceil(n / hop) + 1``.
+        hop: samples per control frame.
+
+    The Chebyshev recurrence ``sin((h+1)p) = 2 cos(p) sin(hp) - sin((h-1)p)`` costs one
+    multiply-add per harmonic instead of a ``sin`` call (float64 error stays far below
+    audibility for H < 100), and the interpolated amplitude ``a0 + r * da`` is split into two
+    accumulators so no per-harmonic amplitude signal is ever materialised.
     """
-    s_prev = np.zeros_like(phase)
-    s_cur = np.sin(phase)
-    c2 = 2.0 * np.cos(phase)
-    out = np.zeros_like(phase)
+    n = phase.size
+    nb = -(-n // hop)
+    ph = np.zeros(nb * hop)
+    ph[:n] = phase
+    ph = ph.reshape(nb, hop)
+    a0 = amps[:, :nb]
+    da = amps[:, 1 : nb + 1] - a0
+    s_prev = np.zeros_like(ph)
+    s_cur = np.sin(ph)
+    c2 = 2.0 * np.cos(ph)
+    acc0 = np.zeros_like(ph)
+    acc1 = np.zeros_like(ph)
+    tmp = np.empty_like(ph)
     for h in range(amps.shape[0]):
-        out += amps[h] * s_cur
-        s_prev, s_cur = s_cur, c2 * s_cur - s_prev
-    return out
+        np.multiply(s_cur, a0[h][:, None], out=tmp)
+        acc0 += tmp
+        np.multiply(s_cur, da[h][:, None], out=tmp)
+        acc1 += tmp
+        np.multiply(c2, s_cur, out=tmp)
+        tmp -= s_prev
+        s_prev, s_cur, tmp = s_cur, tmp, s_prev
+    acc1 *= np.arange(hop) / hop
+    acc0 += acc1
+    return acc0.reshape(-1)[:n]
 
 
 def _reverb_ir(rng: np.random.Generator, sr: int, rt60: float, predelay: float, bright: float):
     """Stereo reverb impulse response ``[2, L]``: independent exponentially decaying noise per
     channel (so the wet signal is decorrelated between L and R), highs decaying faster than
-    lows as in real rooms. Each channel has unit energy; callers set the wet level."""
+    lows as in real rooms. Each channel has unit mean power gain over 0.1-4 kHz; callers set
+    the wet level."""
     n = int(min(rt60, 2.5) * sr * 0.8)
     t = np.arange(n) / sr
     low = _noise(rng, (2, n), sr, hi=bright * 0.35, order=2)
@@ -225,7 +249,13 @@ def _reverb_ir(rng: np.random.Generator, sr: int, rt60: float, predelay: float, 
     ir = low * np.exp(-t / tau) + 0.6 * high * np.exp(-t / (0.45 * tau))
     ir *= np.minimum(1.0, t / 0.004)  # soft onset avoids a click at the predelay
     ir = np.concatenate([np.zeros((2, int(predelay * sr))), ir], axis=1)
-    return ir / np.sqrt(np.sum(ir * ir, axis=1, keepdims=True))
+    # unit power gain where voices and instruments live (0.1-4 kHz), not over all of 0-sr/2:
+    # the IR's energy sits below ``bright``, so unit total energy would be ~+10 dB there
+    size = _fast_len(ir.shape[-1])
+    f = np.fft.rfftfreq(size, 1.0 / sr)
+    band = (f > 100.0) & (f < 4000.0)
+    power = np.mean(np.abs(np.fft.rfft(ir, size, axis=-1)[:, band]) ** 2, axis=-1)
+    return ir / np.sqrt(power)[:, None]
 
 
 def _convolve_sends(sends: np.ndarray, ir: np.ndarray) -> np.ndarray:
@@ -430,15 +460,16 @@ def _bass_note(sr: int, midi: int, gate: int, accent: bool) -> np.ndarray:
     f0 = float(_midi_hz(midi))
     rel = int(0.03 * sr)
     t = np.arange(gate + rel) / sr
+    hop = 32  # the filter envelope is smooth (90 ms): control rate is plenty
+    tf = np.arange(-(-t.size // hop) + 1) * hop / sr
     n_h = max(1, int(min(3000.0, 0.45 * sr) / f0))
     h = np.arange(1, n_h + 1)[:, None]
-    cutoff = 160.0 + (1500.0 if accent else 900.0) * np.exp(-t / 0.09)
+    cutoff = 160.0 + (1500.0 if accent else 900.0) * np.exp(-tf / 0.09)
     x = h * f0 / cutoff[None, :]
     q = 1.6
     amps = 1.0 / np.sqrt((1.0 - x * x) ** 2 + (x / q) ** 2) / h
     amps[0] += 0.6  # sub
-    phase = 2 * np.pi * f0 * t
-    y = _harmonics(phase, amps)
+    y = _harmonics(2 * np.pi * f0 * t, amps, hop)
     env = np.minimum(1.0, t / 0.003) * (0.7 + 0.3 * np.exp(-t / 0.25))
     env[gate:] *= np.exp(-(t[gate:] - t[gate]) / 0.008)
     return np.tanh(0.8 * y * env)
@@ -736,7 +767,7 @@ def _sing_phrase(rng: np.random.Generator, plan: _Plan, notes: list[_Note]) -> t
             fmt[k, j] = _hann_smooth(fmt[k, j], int(0.05 / sec))
 
     f0 = _midi_hz(pitch)
-    top = min(7000.0, 0.45 * sr)
+    top = min(5500.0, 0.45 * sr)  # above this the breath noise supplies the "air"
     n_h = int(top / f0.min())
     h = np.arange(1, n_h + 1)[:, None, None]
     fh = h * f0[None, None, :]  # [H, 1, nf]
@@ -751,19 +782,17 @@ def _sing_phrase(rng: np.random.Generator, plan: _Plan, notes: list[_Note]) -> t
     env *= amp[None]
 
     # per-sample curves by linear interpolation of the frames
+    # shimmer: tiny random loudness wobble, part of what makes a voice sound alive
+    env *= 1.0 + 0.04 * _hann_smooth(rng.standard_normal(nf), 8)[None]
     idx = np.arange(n)
-    f0_s = np.interp(idx, tf, f0)
-    phase = 2 * np.pi * np.cumsum(f0_s) / sr
-    live = np.flatnonzero(np.interp(idx, tf, amp) > 1e-4)
+    phase = 2 * np.pi * np.cumsum(np.interp(idx, tf, f0)) / sr
+    live = np.flatnonzero(amp > 1e-4)
     voice = np.zeros(n)
     if live.size:
-        a0, a1 = live[0], live[-1] + 1
-        amps = np.stack([np.interp(idx[a0:a1], tf, e) for e in env])
-        voice[a0:a1] = _harmonics(phase[a0:a1], amps)
-        # shimmer: tiny random loudness wobble, part of what makes a voice sound alive
-        voice[a0:a1] *= 1.0 + 0.04 * np.interp(idx[a0:a1], tf, _hann_smooth(rng.standard_normal(nf), 8))
-    breath = _noise(rng, n, sr, lo=1500.0, hi=7500.0) * np.interp(idx, tf, amp) * 0.035
-    voice += breath
+        fa, fb = live[0], min(live[-1] + 1, nf - 1)  # synthesise only where the voice sounds
+        a0, a1 = fa * hop, min(fb * hop, n)
+        voice[a0:a1] = _harmonics(phase[a0:a1], env[:, fa:], hop)
+    voice += _noise(rng, n, sr, lo=1500.0, hi=7500.0) * np.interp(idx, tf, amp) * 0.035  # breath
 
     for note in notes:
         if note.consonant is None:

@@ -84,7 +84,7 @@ def run_demo(outdir: str | Path = "demo-out", *, seconds: float = 12.0, model: s
     files = {"input": song.mixture, "karaoke": mix}
     files.update({s: stems[i] for i, s in enumerate(sep.sources)})
     for name, x in files.items():
-        write_audio(outdir / f"{name}.wav", x, rate, "wav")
+        write_audio(outdir / f"{name}.wav", x, rate, "wav", overwrite=True)
     png = outdir / "spectrograms.png"
     _spectrogram_png(png, {f"{k}": v for k, v in files.items()}, rate)
 

@@ -154,15 +154,18 @@ def separate_file(
     if fmt == "stem.mp4":
         files = [_write_stem_mp4(target, audio.samples, by_name, rate, notes, force)]
     else:
-        files = _write_folder(target, by_name, chosen, rate, fmt, force)
+        files = _write_folder(target, by_name, chosen, rate, fmt, notes)
     return SeparateResult(path, target, files, rate, frames, notes, engine.stats())
 
 
-def _write_folder(target: Path, by_name, chosen, rate, fmt, force) -> list[Path]:
+def _write_folder(target: Path, by_name, chosen, rate, fmt, notes) -> list[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         for stem in chosen:
-            write_audio(tmp / f"{stem}.{fmt}", by_name[stem], rate, fmt)
+            clipped = write_audio(tmp / f"{stem}.{fmt}", by_name[stem], rate, fmt)
+            if clipped:
+                notes.append(f"{stem}: {clipped} samples beyond full scale clipped by {fmt}; "
+                             "use --format wav (32-bit float) to keep them")
         if target.exists():  # only reached with force: swap, then delete the old one
             old = target.with_name(f".{target.name}.old")
             if old.exists():
@@ -179,7 +182,14 @@ def _write_folder(target: Path, by_name, chosen, rate, fmt, force) -> list[Path]
 
 
 def _write_stem_mp4(target: Path, mixture, by_name, rate, notes, force) -> Path:
-    from .stems_mp4 import write_stems_mp4
+    from .stems_mp4 import AAC_SAMPLE_RATES_HZ, write_stems_mp4
+
+    if rate not in AAC_SAMPLE_RATES_HZ:  # AAC cannot carry this rate: resample the file
+        new_rate = 48000 if rate > 48000 else min(r for r in AAC_SAMPLE_RATES_HZ if r >= rate)
+        notes.append(f"stem.mp4 (AAC) cannot store {rate} Hz: written at {new_rate} Hz")
+        mixture = _resample(mixture, rate, new_rate)
+        by_name = {k: _resample(v, rate, new_rate) for k, v in by_name.items()}
+        rate = new_rate
 
     missing = [s for s in NI_ORDER if s not in by_name]
     four = {}
@@ -195,10 +205,8 @@ def _write_stem_mp4(target: Path, mixture, by_name, rate, notes, force) -> Path:
             "this model has no " + ", ".join(missing) + " stem: written silent"
             + (" (accompaniment goes in the 'other' slot)" if "other" in missing else "")
         )
-    names = [("accompaniment" if s == "other" and "other" in missing and ACCOMPANIMENT
-              in by_name else s) for s in NI_ORDER]
-    if target.exists() and not force:
-        raise OutputError("output already exists", path=target,
-                          fix="pass --force to replace it")
-    write_stems_mp4(target, mixture, four, rate, names=names)
+    names = {s: s for s in NI_ORDER}
+    if "other" in missing and ACCOMPANIMENT in by_name:
+        names["other"] = ACCOMPANIMENT
+    write_stems_mp4(target, mixture, four, rate, names=names, overwrite=force)
     return target

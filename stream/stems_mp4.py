@@ -179,7 +179,7 @@ def _encode_tracks(ffmpeg: str, tracks: list[np.ndarray], sample_rate: int, bitr
     n = len(tracks)
     split = f"[0:a]asplit={n}" + "".join(f"[s{i}]" for i in range(n))
     # pan with one source per output channel is a pure channel copy (no gain, no mixing).
-    pans = [f"[s{i}]pan=stereo|c0=c{2 * i}|c1=c{2 * i + 1}[t{i}]" for i in range(n)]
+    pans = [f"[s{i}]pan=stereo|c0=c{2 * i+1}|c1=c{2 * i}[t{i}]" for i in range(n)]
     cmd = [ffmpeg, "-nostdin", "-v", "error", "-y",
            "-f", "f32le", "-ar", str(sample_rate), "-ac", str(2 * n), "-i", "pipe:0",
            "-filter_complex", ";".join([split] + pans)]
