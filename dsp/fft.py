@@ -16,7 +16,8 @@ available here.
 
 Algorithm: a length-N real FFT is computed as a length-N/2 complex FFT of the even/odd samples
 packed as real/imaginary parts, followed by the standard split step. The complex FFT is
-iterative radix-2 decimation in time with precomputed bit-reversal and twiddle tables. The
+iterative radix-2 decimation in time, stages fused in pairs (radix 2^2), with precomputed
+bit-reversal and per-stage contiguous twiddle tables. The
 arithmetic is done in complex128 on a per-plan scratch buffer (float32 in, complex64 out), which
 keeps the result within ~1e-7 relative of a float64 reference at no measurable speed cost.
 """
@@ -40,7 +41,8 @@ class RfftPlan:
     Attributes (all preallocated; pass them to :func:`rfft_into` / :func:`irfft_into`):
         n: transform length in samples.
         bitrev: int64 [n/2], bit-reversal permutation of the half-length complex FFT.
-        twiddle: complex128 [n/4 or 1], ``exp(-2 pi i j / (n/2))``.
+        twiddle: complex128 [n/2 - 1], per-stage twiddles: the stage whose butterflies span
+            ``half`` holds ``exp(-2 pi i j / (2 half))``, j < half, at offset ``half - 1``.
         split: complex128 [n/2 + 1], ``exp(-2 pi i k / n)`` for the real/complex split step.
         scratch: complex128 [n/2], work buffer (one plan per thread: not shareable).
     """
@@ -56,15 +58,64 @@ class RfftPlan:
         for b in range(bits):
             rev |= ((idx >> b) & 1) << (bits - 1 - b)
         self.bitrev = rev
-        self.twiddle = np.exp(-2j * np.pi * np.arange(max(h // 2, 1)) / h).astype(np.complex128)
+        # Stage tables laid out contiguously so each stage reads its twiddles with stride 1.
+        stages = []
+        half = 1
+        while half < h:
+            stages.append(np.exp(-2j * np.pi * np.arange(half) / (2 * half)))
+            half *= 2
+        self.twiddle = np.concatenate(stages).astype(np.complex128)
         self.split = np.exp(-2j * np.pi * np.arange(h + 1) / n).astype(np.complex128)
         self.scratch = np.zeros(h, dtype=np.complex128)
 
 
 @numba.njit(cache=True, nogil=True)
-def _cfft_inplace(buf, bitrev, twiddle, inverse):
-    # Iterative radix-2 DIT on buf[h]: permute, then log2(h) butterfly stages. For the inverse
-    # the twiddles are conjugated (unnormalised; the caller scales).
+def _radix2_stage(buf, twiddle, half):
+    # One radix-2 DIT stage: butterflies (a, b) half apart within groups of 2*half.
+    h = buf.shape[0]
+    w = twiddle[half - 1 : 2 * half - 1]
+    for start in range(0, h, 2 * half):
+        a = buf[start : start + half]
+        b = buf[start + half : start + 2 * half]
+        for j in range(half):
+            x = b[j] * w[j]
+            y = a[j]
+            a[j] = y + x
+            b[j] = y - x
+
+
+@numba.njit(cache=True, nogil=True)
+def _radix4_stage(buf, twiddle, q):
+    # Two radix-2 DIT stages (half = q, then half = 2q) fused into one pass: half the memory
+    # traffic of doing them one after the other, which is what bounds a scalar FFT here.
+    h = buf.shape[0]
+    w1 = twiddle[q - 1 : 2 * q - 1]
+    w2 = twiddle[2 * q - 1 : 4 * q - 1]
+    for start in range(0, h, 4 * q):
+        z0 = buf[start : start + q]
+        z1 = buf[start + q : start + 2 * q]
+        z2 = buf[start + 2 * q : start + 3 * q]
+        z3 = buf[start + 3 * q : start + 4 * q]
+        for j in range(q):
+            w = w1[j]
+            a0 = z0[j]
+            a1 = z1[j] * w
+            a2 = z2[j]
+            a3 = z3[j] * w
+            b0 = a0 + a1
+            b1 = a0 - a1
+            b2 = w2[j] * (a2 + a3)
+            b3 = w2[j + q] * (a2 - a3)
+            z0[j] = b0 + b2
+            z2[j] = b0 - b2
+            z1[j] = b1 + b3
+            z3[j] = b1 - b3
+
+
+@numba.njit(cache=True, nogil=True)
+def _cfft_inplace(buf, bitrev, twiddle):
+    # Forward complex FFT of buf[h] in place (unnormalised): bit-reversal permutation, then
+    # log2(h) radix-2 stages, fused in pairs. The inverse is conj(fft(conj(x))), done by callers.
     h = buf.shape[0]
     for i in range(h):
         j = bitrev[i]
@@ -72,20 +123,18 @@ def _cfft_inplace(buf, bitrev, twiddle, inverse):
             t = buf[i]
             buf[i] = buf[j]
             buf[j] = t
-    length = 2
-    while length <= h:
-        half = length // 2
-        step = h // length
-        for j in range(half):
-            w = twiddle[j * step]
-            if inverse:
-                w = w.conjugate()
-            for start in range(0, h, length):
-                a = buf[start + j]
-                b = buf[start + j + half] * w
-                buf[start + j] = a + b
-                buf[start + j + half] = a - b
-        length *= 2
+    stages = 0
+    m = h
+    while m > 1:
+        stages += 1
+        m //= 2
+    half = 1
+    if stages % 2 == 1:
+        _radix2_stage(buf, twiddle, 1)
+        half = 2
+    while half < h:
+        _radix4_stage(buf, twiddle, half)
+        half *= 4
 
 
 @numba.njit(cache=True, nogil=True)
@@ -98,7 +147,7 @@ def rfft_into(frame, out, bitrev, twiddle, split, scratch):
     h = scratch.shape[0]
     for m in range(h):
         scratch[m] = complex(frame[2 * m], frame[2 * m + 1])
-    _cfft_inplace(scratch, bitrev, twiddle, False)
+    _cfft_inplace(scratch, bitrev, twiddle)
     z0 = scratch[0]
     out[0] = z0.real + z0.imag
     out[h] = z0.real - z0.imag
@@ -128,10 +177,11 @@ def irfft_into(spec, out, bitrev, twiddle, split, scratch):
             xc = complex(spec[h].real, 0.0)
         even = xk + xc
         odd = (xk - xc) * split[k].conjugate()
-        scratch[k] = even + 1j * odd
-    _cfft_inplace(scratch, bitrev, twiddle, True)
+        # conjugated so the forward transform computes the inverse: ifft(Z) = conj(fft(conj(Z)))/h
+        scratch[k] = (even + 1j * odd).conjugate()
+    _cfft_inplace(scratch, bitrev, twiddle)
     scale = 1.0 / n
     for m in range(h):
         z = scratch[m]
         out[2 * m] = z.real * scale
-        out[2 * m + 1] = z.imag * scale
+        out[2 * m + 1] = -z.imag * scale

@@ -153,13 +153,18 @@ def _noise(rng: np.random.Generator, shape, sr: int, lo=None, hi=None, order=2) 
     return y / max(float(np.sqrt(np.mean(y * y))), 1e-12)
 
 
-def _lowpass(x: np.ndarray, sr: int, hi: float, order: int = 2, lo: float | None = None):
-    """Static zero-phase band filter of a whole signal ``[..., n]`` (padded: no wrap-around)."""
+def _lowpass(x: np.ndarray, sr: float, hi: float, order: int = 2, lo: float | None = None,
+             up: int = 1, n_out: int | None = None) -> np.ndarray:
+    """Static zero-phase band filter of a whole signal ``[..., n]`` at ``sr`` Hz (zero-padded,
+    so no wrap-around), optionally upsampled by ``up`` in the same FFT (spectrum zero-padded):
+    a part that is low-passed anyway can be synthesised at a fraction of the rate for free.
+    Returns ``[..., n_out]`` (default ``n * up``) at ``sr * up``."""
     n = x.shape[-1]
+    n_out = n * up if n_out is None else n_out
     size = _fast_len(n + int(0.05 * sr))
     hi = None if hi >= 0.45 * sr else hi
     spec = np.fft.rfft(x, size, axis=-1) * _band_gain(np.fft.rfftfreq(size, 1.0 / sr), lo, hi, order)
-    return np.fft.irfft(spec, size, axis=-1)[..., :n]
+    return np.fft.irfft(spec * up, size * up, axis=-1)[..., :n_out]
 
 
 def _pan(mono: np.ndarray, pan: float) -> np.ndarray:
@@ -522,7 +527,7 @@ def _voicing(pcs: tuple[int, ...], prev: list[int] | None, lo: int = 52, hi: int
     return min(options, key=lambda v: sum(abs(a - b) for a, b in zip(v, prev)))
 
 
-def _polyblep_saw(freq: float, n: int, sr: int, phase0: float) -> np.ndarray:
+def _polyblep_saw(freq: float, n: int, sr: float, phase0: float) -> np.ndarray:
     """Band-limited sawtooth (PolyBLEP): a naive ramp with its jumps smoothed over one sample
     either side, which removes most aliasing at a few array operations per sample."""
     dt = freq / sr
@@ -574,8 +579,11 @@ def _render_other(rng: np.random.Generator, plan: _Plan) -> tuple[np.ndarray, np
     """'other' stem ``[2, n]`` and its mono reverb send ``[n]``: a wide detuned-saw pad and a
     plucked arpeggio on the right with a ping-pong echo on the left."""
     sr, n = plan.sr, plan.n
-    bar_len = 4 * plan.spb
-    pad = np.zeros((2, n))
+    # the pad is low-passed at 2.2 kHz, so it is synthesised at half rate and upsampled by
+    # the same FFT that filters it (what aliases above sr/4 lies far above the cutoff)
+    sr_pad = sr / 2.0
+    bar_len = 4 * plan.spb / 2.0
+    pad = np.zeros((2, n // 2 + 1))
     voicing = None
     attack, release = 0.35, 0.35
     detune = (-9.0, 0.0, 9.0)  # cents: the slow beating between copies is what makes a pad
@@ -584,8 +592,8 @@ def _render_other(rng: np.random.Generator, plan: _Plan) -> tuple[np.ndarray, np
         _, pcs = plan.chord(bar)
         voicing = _voicing(pcs, voicing)
         start = int(round(bar * bar_len))
-        length = int(bar_len + release * sr)
-        t = np.arange(length) / sr
+        length = int(bar_len + release * sr_pad)
+        t = np.arange(length) / sr_pad
         env = 1.0 - np.exp(-t / (attack / 3.0))
         hold = int(bar_len)
         env[hold:] *= np.exp(-(t[hold:] - t[hold]) / (release / 4.0))
@@ -593,9 +601,9 @@ def _render_other(rng: np.random.Generator, plan: _Plan) -> tuple[np.ndarray, np
         for midi in voicing:
             for cents, pan in zip(detune, pans):
                 f = float(_midi_hz(midi + (cents + rng.normal(0, 1.5)) / 100.0))
-                x = _polyblep_saw(f, length, sr, rng.random()) * env * level
+                x = _polyblep_saw(f, length, sr_pad, rng.random()) * env * level
                 _add(pad, start, _pan(x, pan + rng.uniform(-0.1, 0.1)))
-    pad = _lowpass(pad, sr, hi=2200.0, order=2, lo=120.0)  # warm, and out of the bass's way
+    pad = _lowpass(pad, sr_pad, hi=2200.0, order=2, lo=120.0, up=2, n_out=n)  # warm, clear of the bass
 
     arp = np.zeros(n)
     cache: dict[tuple, np.ndarray] = {}
@@ -636,11 +644,12 @@ class _Note:
     gain: float
 
 
-_RHYTHMS = (  # (onset beat, length in beats) within a 2-bar phrase; the tail is a rest
-    ((0, 1), (1, 0.5), (1.5, 0.5), (2, 1), (3, 1), (4, 1.5), (5.5, 0.5), (6, 1.5)),
-    ((0.5, 0.5), (1, 1), (2, 0.5), (2.5, 0.5), (3, 1.5), (4.5, 0.5), (5, 2)),
-    ((0, 1.5), (1.5, 0.5), (2, 1), (3, 1), (4, 0.5), (4.5, 0.5), (5, 0.5), (5.5, 1.5)),
-    ((0, 0.5), (0.5, 0.5), (1, 1), (2, 2), (4, 0.5), (4.5, 0.5), (5, 1), (6, 1.5)),
+_RHYTHMS = (  # (onset beat, length in beats) within a 2-bar phrase; >= 1.5 beats rest at the end
+    ((0, 1), (1, 0.5), (1.5, 0.5), (2, 1), (3, 1), (4, 1), (5, 1.5)),
+    ((0.5, 0.5), (1, 1), (2, 0.5), (2.5, 0.5), (3, 1.5), (4.5, 0.5), (5, 1.5)),
+    ((0, 1.5), (1.5, 0.5), (2, 1), (3, 1), (4, 0.5), (4.5, 0.5), (5, 1)),
+    ((0, 0.5), (0.5, 0.5), (1, 1), (2, 2), (4, 0.5), (4.5, 0.5), (5, 1.5)),
+    ((0.5, 0.5), (1, 0.5), (1.5, 1.5), (3, 0.5), (3.5, 0.5), (4, 2)),
 )
 
 
@@ -648,7 +657,7 @@ def _compose_melody(rng: np.random.Generator, plan: _Plan) -> list[list[_Note]]:
     """Two-bar phrases of chord-tone melody (with the odd scale neighbour tone on short
     off-beat notes), each phrase at least three distinct pitches, ending on the chord's root
     or third; a rest closes every phrase."""
-    base = 57 + (plan.tonic - 9) % 12  # tonic placed in A3..G#4
+    base = 55 + (plan.tonic - 7) % 12  # tonic placed in G3..F#4
     scale = {(plan.tonic + s) % 12 for s in _NATURAL_MINOR}
     phrases = []
     prev = base + 7
@@ -656,7 +665,9 @@ def _compose_melody(rng: np.random.Generator, plan: _Plan) -> list[list[_Note]]:
     bar = plan.intro_bars
     while bar < plan.n_bars:
         sec = plan.section(bar)
+        # verse around the tonic, chorus higher; clipped to a comfortable G3..F5 range
         lo, hi = (base - 3, base + 12) if sec == "verse" else (base + 2, base + 16)
+        lo, hi = max(lo, 55), min(hi, 77)
         rhythm = _RHYTHMS[rng.integers(len(_RHYTHMS))]
         for _attempt in range(20):
             pitches = []
@@ -892,14 +903,14 @@ def make_demo_song(
     g_o = gain_for(other, "other")
     g_b = gain_for(bass, "bass")
     # One room for the band, a slightly longer plate-like tail for the voice. The vocal send
-    # is small (-21 dB): enough to be heard, little enough that the voice stays a centre
+    # is small (-23 dB): enough to be heard, little enough that the voice stays a centre
     # source (its side energy is only the decorrelated part of the reverb).
     room = _reverb_ir(mix_rng, sample_rate, rt60=1.1, predelay=0.012, bright=6000.0)
     plate = _reverb_ir(mix_rng, sample_rate, rt60=1.6, predelay=0.03, bright=7000.0)
     wet_band = _convolve_sends(np.stack([drum_send * g_d, other_send * g_o]), room)
     wet_voice = _convolve_sends((dry_voice * g_v)[None], plate)[0]
     stems = {
-        "vocals": np.stack([dry_voice * g_v, dry_voice * g_v]) + 10 ** (-21 / 20) * wet_voice,
+        "vocals": np.stack([dry_voice * g_v, dry_voice * g_v]) + 10 ** (-23 / 20) * wet_voice,
         "drums": drums * g_d + 10 ** (-17 / 20) * wet_band[0],
         "bass": bass * g_b,
         "other": other * g_o + 10 ** (-11 / 20) * wet_band[1],

@@ -206,7 +206,7 @@ def read_stems(path: str | os.PathLike) -> StemSet:
             fix="use read_audio() for a plain mixture file",
             path=p,
         )
-    rates = {int(s["sample_rate"]) for s in streams[: len(STEM_NAMES)]}
+    rates = {int(s.get("sample_rate", 0)) for s in streams[: len(STEM_NAMES)]}
     if len(rates) != 1:
         raise AudioFileError(
             "stem streams have different sample rates",
@@ -364,7 +364,8 @@ def _decode_with_ffmpeg(p: Path, stream: int, min_rate: int, max_rate: int, note
         sample_rate = int(info["sample_rate"])
         n_channels = int(info["channels"])
     except (KeyError, ValueError) as exc:
-        raise AudioFileError("audio stream without sample rate or channel count", expected="a decodable stream",
+        raise AudioFileError("audio stream without sample rate or channel count",
+                             expected="a decodable stream",
                              got=json.dumps(info), fix="re-export the file", path=p) from exc
     _check_rate(sample_rate, min_rate, max_rate, p)
     if n_channels < 1:
@@ -398,7 +399,8 @@ def _decode_with_ffmpeg(p: Path, stream: int, min_rate: int, max_rate: int, note
                 raise AudioFileError("file is truncated", expected=f"{expected} frames",
                                      got=f"{frames} frames", fix="re-export or re-download the file", path=p)
             notes.append(message + ": the file may be truncated")
-    return np.ascontiguousarray(samples, dtype=np.float32), sample_rate
+    # Copy out of the read-only pipe buffer: callers zero NaN/Inf in place.
+    return np.array(samples, dtype=np.float32, order="C", copy=True), sample_rate
 
 
 def _stream_frames(info: dict, sample_rate: int) -> int | None:

@@ -68,7 +68,8 @@ def run_demo(outdir: str | Path = "demo-out", *, seconds: float = 12.0, model: s
         engine.mixer.set_mute("vocals")  # the mix bus is the karaoke mix
         engine.mixer.snap()
     rate = sep.sample_rate
-    say(f"livestems demo: {seconds:g} s synthetic song ({song.description})")
+    say(f"livestems demo: {seconds:g} s synthetic song, {song.tempo_bpm:g} bpm in {song.key} "
+        f"(drums, bass, keys and a sung lead; seed {seed})")
     say(f"model {model or DEFAULT_MODEL}: stems {', '.join(sep.sources)}; {rate} Hz; "
         f"hop {sep.hop}; host blocks of {block_size}")
     say(f"latency: {engine.latency_samples} samples = {1000 * engine.latency_samples / rate:.1f}"

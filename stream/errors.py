@@ -1,4 +1,4 @@
-"""Typed errors that users see: each says what was expected, what was got, how to fix it, and which exit code the CLI returns."""
+"""Typed user-facing errors: what was expected, what was got, how to fix it, and the CLI exit code."""
 
 from __future__ import annotations
 

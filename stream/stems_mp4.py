@@ -179,7 +179,7 @@ def _encode_tracks(ffmpeg: str, tracks: list[np.ndarray], sample_rate: int, bitr
     n = len(tracks)
     split = f"[0:a]asplit={n}" + "".join(f"[s{i}]" for i in range(n))
     # pan with one source per output channel is a pure channel copy (no gain, no mixing).
-    pans = [f"[s{i}]pan=stereo|c0=c{2 * i+1}|c1=c{2 * i}[t{i}]" for i in range(n)]
+    pans = [f"[s{i}]pan=stereo|c0=c{2 * i}|c1=c{2 * i + 1}[t{i}]" for i in range(n)]
     cmd = [ffmpeg, "-nostdin", "-v", "error", "-y",
            "-f", "f32le", "-ar", str(sample_rate), "-ac", str(2 * n), "-i", "pipe:0",
            "-filter_complex", ";".join([split] + pans)]
@@ -271,7 +271,8 @@ def _parse_boxes(data: bytes) -> tuple[list[_Box], bytes]:
         elif size == 0:
             size = len(data) - pos  # "extends to the end of the enclosing box"
         if size < header or pos + size > len(data):
-            raise _BoxFormatError(f"box {box_type!r} at {pos}: size {size} does not fit in {len(data) - pos} bytes")
+            raise _BoxFormatError(f"box {box_type!r} at {pos}: size {size} does not fit "
+                                  f"in {len(data) - pos} bytes")
         body = data[pos + header:pos + size]
         if box_type in _CONTAINERS:
             children, trailer = _parse_boxes(body)
@@ -303,7 +304,8 @@ def _top_level(f: BinaryIO) -> list[tuple[bytes, int, int, int]]:
         elif size == 0:
             size = file_size - pos
         if size < header or pos + size > file_size:
-            raise _BoxFormatError(f"box {box_type!r} at {pos}: size {size} runs past the end ({file_size} bytes)")
+            raise _BoxFormatError(f"box {box_type!r} at {pos}: size {size} runs past the end "
+                                  f"({file_size} bytes)")
         boxes.append((box_type, pos, size, header))
         pos += size
     return boxes
@@ -329,7 +331,8 @@ def _shift_chunk_offsets(moov: _Box, threshold: int, delta: int) -> None:
             offsets[offsets >= threshold] += delta
             if table.type == b"stco" and offsets.size and offsets.max() > 0xFFFFFFFF:
                 raise _BoxFormatError("chunk offsets exceed 4 GiB after the move; stco cannot hold them")
-            table.payload = table.payload[:8] + offsets.astype(dtype).tobytes() + table.payload[8 + count * width:]
+            tail = table.payload[8 + count * width:]
+            table.payload = table.payload[:8] + offsets.astype(dtype).tobytes() + tail
 
 
 def _with_stem_box(moov: _Box, payload: bytes) -> None:

@@ -29,7 +29,8 @@ from livestems.stream.errors import AudioFileError, LivestemsError, OutputError,
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
-needs_ffmpeg = pytest.mark.skipif(not HAVE_FFMPEG, reason="ffmpeg/ffprobe not installed (apt-get install ffmpeg)")
+needs_ffmpeg = pytest.mark.skipif(not HAVE_FFMPEG,
+                                  reason="ffmpeg/ffprobe not installed (apt-get install ffmpeg)")
 
 
 def real_file(name: str) -> Path:
@@ -44,7 +45,8 @@ def noise(channels: int, frames: int, seed: int = 0, scale: float = 0.5) -> np.n
 
 
 def snr_db(ref: np.ndarray, est: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref - est).astype(np.float64) ** 2)))
+    ref, est = ref.astype(np.float64), est.astype(np.float64)
+    return float(10 * np.log10(np.sum(ref**2) / np.sum((ref - est) ** 2)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -52,7 +54,8 @@ def snr_db(ref: np.ndarray, est: np.ndarray) -> float:
 
 
 def test_exit_codes_are_distinct_and_nonzero():
-    codes = [LivestemsError.exit_code, AudioFileError.exit_code, OutputError.exit_code, ToolMissingError.exit_code]
+    classes = (LivestemsError, AudioFileError, OutputError, ToolMissingError)
+    codes = [cls.exit_code for cls in classes]
     assert all(c != 0 for c in codes)
     assert len(set(codes)) == len(codes)
     assert (AudioFileError.exit_code, OutputError.exit_code, ToolMissingError.exit_code) == (2, 3, 4)
@@ -176,7 +179,8 @@ def test_streaming_wav_with_unknown_length_is_not_called_truncated(tmp_path):
     ints = np.round(x * 32767).astype("<i2")
     pcm = ints.T.tobytes()
     fmt_chunk = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 2, 44100, 44100 * 4, 4, 16)
-    data = b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + fmt_chunk + b"data" + struct.pack("<I", 0xFFFFFFFF) + pcm
+    unknown = struct.pack("<I", 0xFFFFFFFF)
+    data = b"RIFF" + unknown + b"WAVE" + fmt_chunk + b"data" + unknown + pcm
     p = tmp_path / "stream.wav"
     p.write_bytes(data)
     a = read_audio(p)
@@ -428,6 +432,17 @@ def test_failure_inside_atomic_output_leaves_nothing(tmp_path):
             tmp.write_bytes(b"half a file")
             raise RuntimeError("crash while writing")
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_output_created_meanwhile_is_not_clobbered(tmp_path):
+    # Another process writes the same name while we encode: without overwrite, ours must lose.
+    target = tmp_path / "out.wav"
+    with pytest.raises(OutputError, match="already exists"):
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(b"ours")
+            target.write_bytes(b"theirs")
+    assert target.read_bytes() == b"theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]
 
 
 def test_full_disk_raises_output_error_and_leaves_no_file(tmp_path):
