@@ -138,6 +138,19 @@ def _check_geometry(n_fft, hop, channels):
     return n_fft, hop, channels
 
 
+def _choose_fft(fft: str, n_fft: int) -> bool:
+    """True for the numba FFT, False for numpy's; see the module docstring for why."""
+    if fft == "auto":
+        return is_power_of_two(n_fft)
+    if fft == "numba":
+        if not is_power_of_two(n_fft):
+            raise ValueError(f"fft='numba' needs a power-of-two n_fft, got {n_fft}; use fft='auto' or 'numpy'")
+        return True
+    if fft == "numpy":
+        return False
+    raise ValueError(f"fft must be 'auto', 'numba' or 'numpy', got {fft!r}")
+
+
 def _check_window(window, n_fft: int, name: str) -> np.ndarray:
     w = np.asarray(window)
     if w.shape != (n_fft,):
@@ -160,6 +173,7 @@ class StreamSTFT:
         pad_start: zeros conceptually prepended to the stream, 0 <= pad_start < n_fft.
             ``n_fft - hop`` makes the first frame complete after the first ``hop`` samples.
         max_block: largest block ``process`` accepts, in samples; sets the buffer sizes.
+        fft: 'auto' (numba for power-of-two ``n_fft``, else numpy), 'numba' or 'numpy'.
 
     Attributes:
         n_bins: ``n_fft // 2 + 1``.
@@ -167,7 +181,9 @@ class StreamSTFT:
         nonfinite_count: NaN/Inf input samples replaced by 0 so far (all channels).
     """
 
-    def __init__(self, n_fft: int, hop: int, channels: int, window, pad_start: int = 0, max_block: int = 8192):
+    def __init__(
+        self, n_fft: int, hop: int, channels: int, window, pad_start: int = 0, max_block: int = 8192, fft: str = "auto"
+    ):
         self.n_fft, self.hop, self.channels = _check_geometry(n_fft, hop, channels)
         self.window = _check_window(window, self.n_fft, "window")
         self.pad_start = _check_int(pad_start, "pad_start", 0)
@@ -176,7 +192,8 @@ class StreamSTFT:
         self.max_block = _check_int(max_block, "max_block", 1)
         self.n_bins = self.n_fft // 2 + 1
         self.max_frames = 1 + (self.max_block - 1) // self.hop
-        self._use_numba_fft = is_power_of_two(self.n_fft)
+        self._use_numba_fft = _choose_fft(fft, self.n_fft)
+        self.fft = "numba" if self._use_numba_fft else "numpy"
         c, f, kmax = self.channels, self.n_bins, self.max_frames
         self._ring = np.zeros((c, self.n_fft), dtype=np.float32)
         self._state = np.zeros(3, dtype=np.int64)
@@ -318,6 +335,7 @@ class StreamISTFT:
             check that the pair reconstructs and to compute its overlap-add gain.
         synthesis_window: window applied before overlap-add, float [n_fft].
         max_frames: most frames one ``process`` call accepts.
+        fft: 'auto' (numba for power-of-two ``n_fft``, else numpy), 'numba' or 'numpy'.
 
     Raises:
         ValueError: bad geometry, or a window pair that does not reconstruct at ``hop`` (the
@@ -332,7 +350,16 @@ class StreamISTFT:
         nonfinite_count: NaN/Inf time-domain values (after the inverse FFT) replaced by 0 so far.
     """
 
-    def __init__(self, n_fft: int, hop: int, channels: int, analysis_window, synthesis_window, max_frames: int = 64):
+    def __init__(
+        self,
+        n_fft: int,
+        hop: int,
+        channels: int,
+        analysis_window,
+        synthesis_window,
+        max_frames: int = 64,
+        fft: str = "auto",
+    ):
         self.n_fft, self.hop, self.channels = _check_geometry(n_fft, hop, channels)
         analysis = _check_window(analysis_window, self.n_fft, "analysis_window")
         synthesis = _check_window(synthesis_window, self.n_fft, "synthesis_window")
@@ -347,7 +374,8 @@ class StreamISTFT:
         self._acc = np.zeros((c, self.support), dtype=np.float64)
         self._state = np.zeros(2, dtype=np.int64)
         self._out = np.zeros((c, kmax * self.hop), dtype=np.float32)
-        self._use_numba_fft = is_power_of_two(self.n_fft)
+        self._use_numba_fft = _choose_fft(fft, self.n_fft)
+        self.fft = "numba" if self._use_numba_fft else "numpy"
         if self._use_numba_fft:
             self._plan = RfftPlan(self.n_fft)
             self._tframe = np.zeros(self.n_fft, dtype=np.float64)

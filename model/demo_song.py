@@ -163,7 +163,8 @@ def _lowpass(x: np.ndarray, sr: float, hi: float, order: int = 2, lo: float | No
     n_out = n * up if n_out is None else n_out
     size = _fast_len(n + int(0.05 * sr))
     hi = None if hi >= 0.45 * sr else hi
-    spec = np.fft.rfft(x, size, axis=-1) * _band_gain(np.fft.rfftfreq(size, 1.0 / sr), lo, hi, order)
+    gain = _band_gain(np.fft.rfftfreq(size, 1.0 / sr), lo, hi, order)
+    spec = np.fft.rfft(x, size, axis=-1) * gain
     return np.fft.irfft(spec * up, size * up, axis=-1)[..., :n_out]
 
 
@@ -353,10 +354,9 @@ def _drum_kit(rng: np.random.Generator, sr: int) -> dict[str, list[np.ndarray]]:
 
     t = t_of(0.32)
     tone = (np.sin(2 * np.pi * 185 * t) + 0.5 * np.sin(2 * np.pi * 330 * t)) * np.exp(-t / 0.05)
+    rattle = np.exp(-t / 0.10) * np.minimum(1, t / 0.001)  # the snare wires
     kit["snare"] = [
-        0.45 * tone
-        + 0.85 * _noise(rng, t.size, sr, lo=1200, hi=9000) * np.exp(-t / 0.10) * np.minimum(1, t / 0.001)
-        for _ in range(3)
+        0.45 * tone + 0.85 * _noise(rng, t.size, sr, lo=1200, hi=9000) * rattle for _ in range(3)
     ]
 
     def hat(seconds, decay, spread):
@@ -418,11 +418,14 @@ def _render_drums(rng: np.random.Generator, plan: _Plan) -> tuple[np.ndarray, np
     for bar in range(plan.n_bars):
         sec = plan.section(bar)
         bar0 = bar * 4 * plan.spb
-        kick = base_kick if rng.random() > 0.3 else _KICK_PATTERNS[rng.integers(len(_KICK_PATTERNS))]
+        kick = base_kick
+        if rng.random() < 0.3:  # variation: a different kick figure now and then
+            kick = _KICK_PATTERNS[rng.integers(len(_KICK_PATTERNS))]
         if sec == "intro":
             kick = (0, 8)
         fill = _FILLS[rng.integers(len(_FILLS))] if plan.fill_bar(bar) else None
         last = 12 if fill else 16  # the fill replaces the groove on the last beat
+        sixteenths = (busy_hats or sec == "chorus") and sec != "intro"
         if bar > 0 and plan.section(bar - 1) != sec:
             hit("crash", bar0, 1.0)
         for s in range(last):
@@ -433,10 +436,9 @@ def _render_drums(rng: np.random.Generator, plan: _Plan) -> tuple[np.ndarray, np
                 hit("snare", pos, 1.0)
             elif sec != "intro" and s in (7, 9, 15) and rng.random() < 0.2:
                 hit("snare", pos, rng.uniform(0.12, 0.22))  # ghost notes
-            sixteenths = busy_hats or sec == "chorus"
             if sec == "chorus" and s in (6, 14):
                 hit("open_hat", pos, 0.9)
-            elif s % 2 == 0 or (sixteenths and sec != "intro"):
+            elif s % 2 == 0 or sixteenths:
                 hit("hat", pos, 1.0 if s % 4 == 0 else (0.7 if s % 2 == 0 else 0.4))
         if fill:
             if sec != "intro":
@@ -603,7 +605,8 @@ def _render_other(rng: np.random.Generator, plan: _Plan) -> tuple[np.ndarray, np
                 f = float(_midi_hz(midi + (cents + rng.normal(0, 1.5)) / 100.0))
                 x = _polyblep_saw(f, length, sr_pad, rng.random()) * env * level
                 _add(pad, start, _pan(x, pan + rng.uniform(-0.1, 0.1)))
-    pad = _lowpass(pad, sr_pad, hi=2200.0, order=2, lo=120.0, up=2, n_out=n)  # warm, clear of the bass
+    # warm, and clear of the bass
+    pad = _lowpass(pad, sr_pad, hi=2200.0, order=2, lo=120.0, up=2, n_out=n)
 
     arp = np.zeros(n)
     cache: dict[tuple, np.ndarray] = {}
@@ -673,12 +676,10 @@ def _compose_melody(rng: np.random.Generator, plan: _Plan) -> list[list[_Note]]:
             pitches = []
             p = prev
             for i, (beat, dur) in enumerate(rhythm):
-                b = bar + int(beat // 4)
-                _, pcs = plan.chord(b)
+                root, pcs = plan.chord(bar + int(beat // 4))
                 last = i == len(rhythm) - 1
                 if last:
-                    root, pcs3 = plan.chord(b)
-                    pcs = (root, pcs3[1])
+                    pcs = (root, pcs[1])  # phrases resolve on the root or the third
                 if not last and dur <= 0.5 and beat % 1 and rng.random() < 0.25:
                     cands = [m for m in range(p - 2, p + 3) if m != p and m % 12 in scale]
                 else:
@@ -708,7 +709,9 @@ def _compose_melody(rng: np.random.Generator, plan: _Plan) -> list[list[_Note]]:
     return phrases
 
 
-def _sing_phrase(rng: np.random.Generator, plan: _Plan, notes: list[_Note]) -> tuple[int, np.ndarray]:
+def _sing_phrase(
+    rng: np.random.Generator, plan: _Plan, notes: list[_Note]
+) -> tuple[int, np.ndarray]:
     """Synthesise one phrase: returns (start sample, mono dry voice).
 
     Control curves (pitch, loudness, formants) are built at a 64-sample frame rate and
@@ -740,10 +743,10 @@ def _sing_phrase(rng: np.random.Generator, plan: _Plan, notes: list[_Note]) -> t
         f_on, f_off, f_next = on // hop, off // hop, min(nxt // hop, nf)
         midi[f_on:] = note.midi
         a = np.zeros(nf)
-        a[voiced_on // hop : f_off] = note.gain
         dur = max(off - on, 1) / sr
+        sung = slice(voiced_on // hop, f_off)
         # long notes swell a little, as singers sustain through a note
-        a[voiced_on // hop : f_off] *= 1.0 + 0.12 * np.minimum(1.0, (tf[voiced_on // hop : f_off] - on) / sr / max(dur, 0.1))
+        a[sung] = note.gain * (1.0 + 0.12 * np.minimum(1.0, (tf[sung] - on) / sr / max(dur, 0.1)))
         if i == len(notes) - 1:
             # phrase end: a soft release instead of a cut, pitch drooping slightly
             tail = np.arange(nf - f_off) * sec
@@ -758,7 +761,8 @@ def _sing_phrase(rng: np.random.Generator, plan: _Plan, notes: list[_Note]) -> t
         if note.consonant is not None or i == 0:
             # scoop: onsets start a little flat and slide up to pitch
             t_rel = (tf[f_on:] - voiced_on) / sr
-            bend[f_on:] -= rng.uniform(0.4, 1.0) * np.exp(-np.maximum(t_rel, 0.0) / 0.045) * (t_rel > -0.02)
+            scoop = np.exp(-np.maximum(t_rel, 0.0) / 0.045) * (t_rel > -0.02)
+            bend[f_on:] -= rng.uniform(0.4, 1.0) * scoop
         if dur > 0.3:
             # vibrato grows in after the onset, as trained singers do
             t_rel = (tf - on) / sr
@@ -768,7 +772,8 @@ def _sing_phrase(rng: np.random.Generator, plan: _Plan, notes: list[_Note]) -> t
     glide = max(3, int(0.06 / sec))  # 60 ms portamento between notes
     midi = _hann_smooth(midi, glide)
     rate = 5.6 + 0.3 * rng.standard_normal()
-    vib = _hann_smooth(vib_depth, int(0.1 / sec)) * np.sin(2 * np.pi * rate * tf / sr + rng.uniform(0, 6.3))
+    vib_phase = 2 * np.pi * rate * tf / sr + rng.uniform(0, 2 * np.pi)
+    vib = _hann_smooth(vib_depth, int(0.1 / sec)) * np.sin(vib_phase)
     drift = _hann_smooth(np.cumsum(rng.normal(0, 0.02, nf)), int(0.2 / sec))
     drift -= drift.mean()
     pitch = midi + bend + vib + np.clip(drift, -0.08, 0.08)
@@ -785,16 +790,13 @@ def _sing_phrase(rng: np.random.Generator, plan: _Plan, notes: list[_Note]) -> t
     x = fh / fmt[0][None]  # [H, 5, nf]
     q = fmt[0] / fmt[2]
     res = 1.0 / np.sqrt((1.0 - x * x) ** 2 + (x / q[None]) ** 2) / q[None]  # peak 1 at F
-    env = np.sum(fmt[1][None] * res, axis=1) + 10 ** (-48 / 20)  # [H, nf]
-    env *= 1.0 / h[:, 0] ** 1.0
-    fh2 = fh[:, 0]
-    env *= np.clip((top - fh2) / (0.25 * top), 0.0, 1.0)  # fade out harmonics near the top
+    env = np.sum(fmt[1][None] * res, axis=1) + 10 ** (-48 / 20)  # [H, nf]; floor between formants
+    env /= h[:, 0]  # glottal source: harmonics fall ~6 dB per octave
+    env *= np.clip((top - fh[:, 0]) / (0.25 * top), 0.0, 1.0)  # fade out harmonics near the top
     env /= np.sqrt(np.sum(env * env, axis=0, keepdims=True)) + 1e-12  # loudness set by amp only
-    env *= amp[None]
-
-    # per-sample curves by linear interpolation of the frames
     # shimmer: tiny random loudness wobble, part of what makes a voice sound alive
-    env *= 1.0 + 0.04 * _hann_smooth(rng.standard_normal(nf), 8)[None]
+    env *= amp[None] * (1.0 + 0.04 * _hann_smooth(rng.standard_normal(nf), 8))[None]
+
     idx = np.arange(n)
     phase = 2 * np.pi * np.cumsum(np.interp(idx, tf, f0)) / sr
     live = np.flatnonzero(amp > 1e-4)
@@ -815,7 +817,8 @@ def _sing_phrase(rng: np.random.Generator, plan: _Plan, notes: list[_Note]) -> t
             burst *= np.hanning(m + 2)[1:-1] ** 0.7
             pos = note.on - start - int(0.8 * m)
         else:
-            burst *= np.exp(-np.arange(m) / (0.3 * m)) * np.minimum(1.0, np.arange(m) / (0.001 * sr))
+            k = np.arange(m)
+            burst *= np.exp(-k / (0.3 * m)) * np.minimum(1.0, k / (0.001 * sr))
             pos = note.on - start
         _add(voice, pos, burst * level * note.gain)
     return start, voice

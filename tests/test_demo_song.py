@@ -40,7 +40,8 @@ def mid_side_energy(x: np.ndarray) -> tuple[float, float]:
 def frame_rms(x: np.ndarray, sr: int, seconds: float = 0.05) -> np.ndarray:
     hop = int(seconds * sr)
     n = (x.shape[-1] // hop) * hop
-    return np.sqrt(np.mean(x[..., :n].astype(np.float64).reshape(-1, n // hop, hop) ** 2, axis=(0, 2)))
+    frames = x[..., :n].astype(np.float64).reshape(-1, n // hop, hop)
+    return np.sqrt(np.mean(frames**2, axis=(0, 2)))
 
 
 def scale_of(key: str) -> set[int]:
@@ -114,7 +115,8 @@ def test_length_rounds_seconds_times_rate(seconds, sr):
     for x in [*s.stems.values(), s.mixture]:
         assert x.shape == (2, round(seconds * sr))
         assert np.isfinite(x).all()
-    np.testing.assert_allclose(s.mixture, sum(s.stems[k].astype(np.float64) for k in SOURCES), atol=1e-6)
+    total = sum(s.stems[k].astype(np.float64) for k in SOURCES)
+    np.testing.assert_allclose(s.mixture, total, atol=1e-6)
 
 
 def test_mixture_is_exact_sum_and_peaks_near_minus_1_dbfs(song):
@@ -219,7 +221,10 @@ def test_band_plays_in_key(song):
     scale = sorted(scale_of(song.key))
     # bass: harmonics 2-4 and octave notes (90-300 Hz, fine bins); its 5th harmonic is a major
     # third above a minor root, out of key by physics rather than by composition
-    bands = {"other": dict(lo=60.0, hi=2000.0, frame=8192), "bass": dict(lo=90.0, hi=300.0, frame=16384)}
+    bands = {
+        "other": dict(lo=60.0, hi=2000.0, frame=8192),
+        "bass": dict(lo=90.0, hi=300.0, frame=16384),
+    }
     for name, band in bands.items():
         c = chroma(song.stems[name].astype(np.float64).mean(axis=0), sr, **band)
         share = c[scale].sum() / c.sum()
@@ -228,7 +233,6 @@ def test_band_plays_in_key(song):
     # the bass follows a progression: its strongest pitch class changes from bar to bar
     bar = int(round(4 * 60.0 / song.tempo_bpm * sr))
     x = song.stems["bass"].astype(np.float64).mean(axis=0)
-    roots = {
-        int(np.argmax(chroma(x[b : b + bar], sr, **bands["bass"]))) for b in range(0, x.size - bar, bar)
-    }
+    starts = range(0, x.size - bar, bar)
+    roots = {int(np.argmax(chroma(x[b : b + bar], sr, **bands["bass"]))) for b in starts}
     assert len(roots) >= 3 and roots <= set(scale)
