@@ -24,11 +24,13 @@ deps:
 	  fi; \
 	fi
 
-$(VENV)/.installed: pyproject.toml | deps
+$(VENV)/.installed: pyproject.toml $(wildcard requirements-nodeps.txt) | deps
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "livestems needs Python >= 3.11"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	# test oracles whose declared dependencies we must not pull (see the file's comments)
+	if [ -f requirements-nodeps.txt ]; then $(PY) -m pip install -q --no-deps -r requirements-nodeps.txt; fi
 	touch $@
 
 venv: deps $(VENV)/.installed

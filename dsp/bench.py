@@ -93,13 +93,15 @@ def _path_scipy(n_fft, hop, channels):
     from scipy.signal import ShortTimeFFT
 
     sft = ShortTimeFFT(sqrt_hann(n_fft).astype(np.float64), hop, fs=1.0, mfft=n_fft)
-    r = n_fft // hop
+    # istft insists on at least p_num(n_fft/2) slices, one more than the n_fft/hop we need.
+    q = max(n_fft // hop, sft.p_num(sft.m_num - sft.m_num_mid))
     q_newest = sft.m_num_mid // hop  # slice whose window covers buf[0:n_fft] exactly
     buf = np.zeros((channels, n_fft))
-    cols = np.zeros((channels, sft.f_pts, r), dtype=complex)
-    # With columns as slices p_min .. p_min + r - 1, the newest window starts at k0; the hop
-    # [k0, k0 + hop) is covered by all r slices. istft wants >= n_fft/2 samples, extra dropped.
-    k0 = (sft.p_min + r - 1) * hop - sft.m_num_mid
+    cols = np.zeros((channels, sft.f_pts, q), dtype=complex)
+    # With columns as slices p_min .. p_min + q - 1, the newest window starts at k0; the hop
+    # [k0, k0 + hop) is covered by every slice that overlaps it. istft wants >= n_fft/2
+    # samples, the extra ones are dropped.
+    k0 = (sft.p_min + q - 1) * hop - sft.m_num_mid
     k1 = k0 + max(hop, n_fft - sft.m_num_mid)
 
     def step(x):

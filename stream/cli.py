@@ -78,7 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks (dsp: STFT kernels)")
     b.add_argument("what", choices=["dsp"], help="dsp: per-hop STFT analysis+synthesis time")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
+
+    for module in _command_modules():
+        module.add_parser(sub)
     return p
+
+
+# Commands that live in their own modules: each has `NAME`, `add_parser(subparsers)` (which
+# adds a parser for NAME) and `run(args) -> int`. Add new commands here, one line each.
+COMMAND_MODULES: list[str] = []
+
+
+def _command_modules():
+    import importlib
+
+    return [importlib.import_module(name, __package__) for name in COMMAND_MODULES]
 
 
 def _cmd_separate(args) -> int:
@@ -151,6 +165,9 @@ def main(argv=None) -> int:
             from livestems.dsp.bench import main as bench_dsp
 
             return int(bench_dsp(args.rest) or 0)
+        for module in _command_modules():
+            if args.command == module.NAME:
+                return int(module.run(args) or 0)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
