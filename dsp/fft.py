@@ -113,16 +113,11 @@ def _radix4_stage(buf, twiddle, q):
 
 
 @numba.njit(cache=True, nogil=True)
-def _cfft_inplace(buf, bitrev, twiddle):
-    # Forward complex FFT of buf[h] in place (unnormalised): bit-reversal permutation, then
-    # log2(h) radix-2 stages, fused in pairs. The inverse is conj(fft(conj(x))), done by callers.
+def _cfft_bitreversed(buf, twiddle):
+    # Forward complex FFT of buf[h] in place (unnormalised), input already in bit-reversed
+    # order (callers scatter into that order while packing, which saves a permutation pass):
+    # log2(h) radix-2 DIT stages, fused in pairs. The inverse is conj(fft(conj(x))).
     h = buf.shape[0]
-    for i in range(h):
-        j = bitrev[i]
-        if j > i:
-            t = buf[i]
-            buf[i] = buf[j]
-            buf[j] = t
     stages = 0
     m = h
     while m > 1:
@@ -146,40 +141,47 @@ def rfft_into(frame, out, bitrev, twiddle, split, scratch):
     """
     h = scratch.shape[0]
     for m in range(h):
-        scratch[m] = complex(frame[2 * m], frame[2 * m + 1])
-    _cfft_inplace(scratch, bitrev, twiddle)
+        scratch[bitrev[m]] = complex(frame[2 * m], frame[2 * m + 1])
+    _cfft_bitreversed(scratch, twiddle)
     z0 = scratch[0]
     out[0] = z0.real + z0.imag
     out[h] = z0.real - z0.imag
-    for k in range(1, h):
+    # Bins k and h-k come from the same pair Z[k], Z[h-k]: X[k] = E + s O, X[h-k] = conj(E - s O)
+    # with E, O the spectra of the even and odd samples and s = exp(-2 pi i k / n).
+    for k in range(1, h // 2 + 1):
         zk = scratch[k]
         zc = scratch[h - k].conjugate()
         even = 0.5 * (zk + zc)
         odd = -0.5j * (zk - zc)
-        out[k] = even + split[k] * odd
+        so = split[k] * odd
+        out[k] = even + so
+        out[h - k] = (even - so).conjugate()
 
 
 @numba.njit(cache=True, nogil=True)
 def irfft_into(spec, out, bitrev, twiddle, split, scratch):
-    """Inverse real FFT of ``spec`` (complex64 [n/2+1]) into ``out`` (float32 [n]).
+    """Inverse real FFT of ``spec`` (complex64 [n/2+1]) into ``out`` (float32/float64 [n]).
 
     Same convention as ``numpy.fft.irfft(spec, n)``, including the 1/n scale and ignoring the
     imaginary parts of the DC and Nyquist bins. Allocates nothing; ``scratch`` is overwritten.
     """
     h = scratch.shape[0]
     n = 2 * h
-    for k in range(h):
+    # DC and Nyquist are real for a real signal; their imaginary parts are dropped as irfft does.
+    x0 = spec[0].real
+    xh = spec[h].real
+    # Z[0] = E + iO with E = X0 + Xh, O = X0 - Xh; stored conjugated so the forward transform
+    # computes the inverse: ifft(Z) = conj(fft(conj(Z))) / h.
+    scratch[0] = complex(x0 + xh, -(x0 - xh))
+    for k in range(1, h // 2 + 1):
         xk = complex(spec[k].real, spec[k].imag)
         xc = complex(spec[h - k].real, -spec[h - k].imag)
-        if k == 0:
-            # DC and Nyquist are real for a real signal; drop their imaginary parts as irfft does.
-            xk = complex(spec[0].real, 0.0)
-            xc = complex(spec[h].real, 0.0)
         even = xk + xc
         odd = (xk - xc) * split[k].conjugate()
-        # conjugated so the forward transform computes the inverse: ifft(Z) = conj(fft(conj(Z)))/h
-        scratch[k] = (even + 1j * odd).conjugate()
-    _cfft_inplace(scratch, bitrev, twiddle)
+        # Z[k] = E + iO and Z[h-k] = conj(E) + i conj(O); both stored conjugated, bit-reversed.
+        scratch[bitrev[k]] = (even + 1j * odd).conjugate()
+        scratch[bitrev[h - k]] = even - 1j * odd
+    _cfft_bitreversed(scratch, twiddle)
     scale = 1.0 / n
     for m in range(h):
         z = scratch[m]

@@ -75,10 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the built-in models")
     m.set_defaults(command="models")
 
-    b = sub.add_parser("bench", help="benchmarks (dsp: STFT kernels)")
-    b.add_argument("what", choices=["dsp"], help="dsp: per-hop STFT analysis+synthesis time")
-    b.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
-
     for module in _command_modules():
         module.add_parser(sub)
     return p
@@ -86,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that live in their own modules: each has `NAME`, `add_parser(subparsers)` (which
 # adds a parser for NAME) and `run(args) -> int`. Add new commands here, one line each.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [".cmd_bench"]
 
 
 def _command_modules():
@@ -161,12 +157,8 @@ def main(argv=None) -> int:
 
             print(describe_models())
             return 0
-        if args.command == "bench":
-            from livestems.dsp.bench import main as bench_dsp
-
-            return int(bench_dsp(args.rest) or 0)
         for module in _command_modules():
-            if args.command == module.NAME:
+            if args.command in (module.NAME, *getattr(module, "ALIASES", ())):
                 return int(module.run(args) or 0)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)

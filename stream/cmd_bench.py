@@ -1,0 +1,129 @@
+"""`livestems bench` and `livestems latency`: the numbers users choose a separator by."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+NAME = "bench"
+
+
+def add_parser(sub) -> None:
+    from livestems.model.registry import DEFAULT_MODEL
+
+    b = sub.add_parser(
+        "bench",
+        help="per-hop compute time, real-time factor and latency of a model (or `bench dsp`)",
+        description="Stream audio through the real-time engine hop by hop, as fast as possible "
+        "(no sleeping), and report per-hop compute time percentiles, the real-time factor "
+        "(compute / hop duration; below 1 keeps up, and the p99 is what decides glitches), "
+        "the declared latency, peak memory and threads. `livestems bench dsp --help` for the "
+        "STFT kernel micro-benchmark. Absolute times hold only on the machine that measured "
+        "them.",
+    )
+    b.add_argument("what", nargs="?", default="stream", choices=["stream", "dsp"],
+                   help="stream (default): a model through the engine; dsp: STFT kernels")
+    b.add_argument("--model", action="append", default=None, metavar="NAME|PATH",
+                   help=f"model to measure; repeat for several (default: {DEFAULT_MODEL})")
+    b.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where the model runs (cuda needs a GPU build of torch)")
+    b.add_argument("--hop", type=int, default=None,
+                   help="override the model's hop where it allows it: a smaller hop lowers "
+                        "latency but costs more per second of audio")
+    b.add_argument("--seconds", type=float, default=10.0,
+                   help="audio to stream (default 10): longer gives steadier tail percentiles")
+    b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    lat = sub.add_parser(
+        "latency",
+        help="measure end-to-end latency with an impulse and compare with the declared one",
+        description="Send an impulse through the whole engine (input ring, worker thread, "
+        "model, mixer, output ring) and find it on the output; the measured delay must equal "
+        "the declared latency to the sample.",
+    )
+    lat.add_argument("--model", default=None, metavar="NAME|PATH", help="model to measure")
+    lat.add_argument("--block", type=int, default=None, metavar="SAMPLES",
+                     help="host block size (default: the model's hop)")
+    lat.add_argument("--json", action="store_true", help="print JSON")
+    lat.set_defaults(command="latency")
+
+
+def _load(name, device, hop):
+    from livestems.model.registry import load_separator
+
+    sep = load_separator(name)
+    if hop is not None and hop != sep.hop:
+        cfg = getattr(sep, "config", lambda: {})()
+        if "hop" not in cfg:
+            raise SystemExit(f"error: model {name or 'default'} has a fixed hop of {sep.hop}; "
+                             "drop --hop")
+        sep = type(sep)(**{**cfg, "hop": hop})
+    if device != "cpu" and not hasattr(sep, "to_device"):
+        raise SystemExit(f"error: model {name or 'default'} runs on the CPU only "
+                         f"(it has no {device} path)")
+    if device != "cpu":
+        sep.to_device(device)
+    return sep
+
+
+def _table(reports) -> str:
+    head = (f"{'model':14s} {'rate':>6s} {'hop':>5s} {'lat ms':>7s} {'hop ms':>7s} "
+            f"{'p50':>7s} {'p90':>7s} {'p99':>7s} {'p99.9':>7s} {'max':>7s} "
+            f"{'rtf50':>6s} {'rtf99':>6s} {'rss MB':>7s} {'thr':>3s}")
+    lines = [head, "-" * len(head)]
+    for r in reports:
+        p = r["per_hop_ms"]
+        lines.append(
+            f"{r['model'][:14]:14s} {r['sample_rate']:6d} {r['hop']:5d} {r['latency_ms']:7.2f} "
+            f"{r['hop_ms']:7.2f} {p['p50']:7.3f} {p['p90']:7.3f} {p['p99']:7.3f} "
+            f"{p['p999']:7.3f} {p['max']:7.3f} {r['rtf_p50']:6.3f} {r['rtf_p99']:6.3f} "
+            f"{r['peak_rss_mb']:7.0f} {r['threads']:3d}")
+    m = reports[0]["machine"]
+    lines.append(f"per-hop compute times in ms; machine: {m['cpu']}, {m['cores']} cores; "
+                 f"reference computation {reports[0]['reference_ms']:.3f} ms")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from .bench import bench_stream, measure_latency
+
+    if args.command == "latency":
+        from livestems.model.registry import DEFAULT_MODEL, load_separator
+
+        sep = load_separator(args.model)
+        res = measure_latency(sep, block_size=args.block)
+        res["model"] = args.model or DEFAULT_MODEL
+        if args.json:
+            print(json.dumps(res, indent=2))
+        else:
+            print(f"{res['model']}: declared {res['declared_samples']} samples "
+                  f"({res['declared_ms']:.2f} ms at {res['sample_rate']} Hz, block "
+                  f"{res['block_size']}); measured {res['measured_mix_samples']} on the mix, "
+                  f"{res['measured_stems_samples']} on the stems: "
+                  f"{'agrees' if res['agrees'] else 'DISAGREES'}")
+        return 0 if res["agrees"] else 1
+    if args.what == "dsp":
+        from livestems.dsp.bench import main as bench_dsp
+
+        return int(bench_dsp(args.rest) or 0)
+    if args.rest:
+        print(f"error: unexpected arguments {' '.join(args.rest)}", file=sys.stderr)
+        return 2
+    if args.seconds <= 0:
+        print(f"error: --seconds must be > 0, got {args.seconds}", file=sys.stderr)
+        return 2
+    from livestems.model.registry import DEFAULT_MODEL
+
+    reports = []
+    for name in args.model or [None]:
+        sep = _load(name, args.device, args.hop)
+        reports.append(bench_stream(sep, seconds=args.seconds, model_name=name or DEFAULT_MODEL,
+                                    device=args.device))
+    if args.json:
+        print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+    else:
+        print(_table(reports))
+    return 0
+ALIASES = ("latency",)
