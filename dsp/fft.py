@@ -1,25 +1,26 @@
 """Allocation-free real FFT of power-of-two length, in numba, for the streaming STFT.
 
 Why our own FFT: hop by hop, the STFT transforms one frame per channel, and there the cost of
-calling a library FFT is dominated by its call overhead and by the arrays it allocates, not by
-the arithmetic. Measured on the 2-core dev machine (stereo, one frame per channel per call):
+calling a library FFT is largely call overhead plus the arrays it allocates. Measured on the
+2-core dev machine, forward transform of a stereo frame:
 
-    n_fft   numpy.fft.rfft(out=)   scipy.fft.rfft   torch.fft.rfft(out=)   this module
-    1024    14.8 us                12.6 us          11.0 us                see docs/DSP.md
-    4096    37.6 us                37.7 us          33.9 us
+    n_fft   numpy.fft.rfft(out=)   scipy.fft.rfft   torch.fft.rfft(out=)   this module (2 calls)
+    1024    14.8 us                12.6 us          11.0 us                11.4 us
+    4096    37.6 us                37.7 us          33.9 us                48 us
 
-and numpy's ``out=`` path still allocates a temporary of the frame size inside every call
-(tracemalloc peak ~130 kB per stereo 4096 frame). A radix-2 transform written as a numba kernel
-is called from inside the framing kernel, so one jitted call does framing, windowing and the
-FFT with no Python in between and no allocation at all. rocket-fft (pocketfft for numba) is not
-available here.
+numpy's ``out=`` path still allocates a frame-sized temporary inside every call (tracemalloc
+peak ~130 kB for a stereo 4096 rfft + irfft); scipy and torch allocate their outputs. This
+transform is called from inside the framing and overlap-add kernels, so one jitted call does ring, window
+and FFT with no allocation at all; it is slower than pocketfft at 4096 and we accept that (see
+docs/DSP.md). rocket-fft (pocketfft for numba) is not available here.
 
 Algorithm: a length-N real FFT is computed as a length-N/2 complex FFT of the even/odd samples
-packed as real/imaginary parts, followed by the standard split step. The complex FFT is
-iterative radix-2 decimation in time, stages fused in pairs (radix 2^2), with precomputed
-bit-reversal and per-stage contiguous twiddle tables. The
-arithmetic is done in complex128 on a per-plan scratch buffer (float32 in, complex64 out), which
-keeps the result within ~1e-7 relative of a float64 reference at no measurable speed cost.
+packed as real/imaginary parts (scattered straight into bit-reversed order, which saves the
+permutation pass), followed by the split step, which computes bins k and N/2-k together. The
+complex FFT is iterative radix-2 decimation in time with stages fused in pairs (radix 2^2) and
+per-stage contiguous twiddle tables. The arithmetic is complex128 on a per-plan scratch buffer
+(float32 in, complex64 out): within ~1e-7 relative of a float64 reference, and no slower than
+complex64 here (the loops are scalar either way).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ Call it from the main thread while configuring, before the audio callback or wor
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -44,25 +45,30 @@ def _audio(shape, strided: bool) -> np.ndarray:
 
 
 def _warm_kernels() -> None:
-    for strided in (False, True):
+    # Every contiguous/strided combination of the audio-array arguments (state and gain arrays
+    # are always small contiguous float64 vectors).
+    layouts = (False, True)
+    for strided in layouts:
         for shape in ((8,), (2, 8), (2, 2, 8)):
             kernels.sanitize_inplace(_audio(shape, strided))
         x = _audio((2, 8), strided)
-        stems = _audio((4, 2, 8), strided)
-        kernels.mix_stems(stems, np.ones(4), np.ones(4), 0.5, _audio((2, 8), strided))
-        kernels.ramp_gain_inplace(x, 1.0, 0.5, 0.1)
         kernels.peak_meter(x, np.zeros(2), 1.0, 0.01)
         kernels.rms_meter(x, np.zeros(2), 0.1, 0.01)
-        kernels.interleave(x, _audio((16,), strided))
-        kernels.deinterleave(_audio((16,), strided), x)
-    for scalar in (-6.0, -6):
+        for gain in (1.0, 1):
+            kernels.ramp_gain_inplace(x, gain, gain, 0.1)
+    for stems_strided, out_strided in itertools.product(layouts, layouts):
+        for coeff in (0.5, 1):
+            kernels.mix_stems(
+                _audio((4, 2, 8), stems_strided), np.ones(4), np.ones(4), coeff, _audio((2, 8), out_strided)
+            )
+    for planar_strided, host_strided in itertools.product(layouts, layouts):
+        kernels.interleave(_audio((2, 8), planar_strided), _audio((16,), host_strided))
+        kernels.deinterleave(_audio((16,), host_strided), _audio((2, 8), planar_strided))
+    for scalar in (-6.0, -6, np.float32(-6.0)):
         kernels.db_to_gain(scalar)
         kernels.gain_to_db(scalar)
         for rate in (48000, 48000.0):
             kernels.smoothing_coeff(scalar, rate)
-    for gain in (1.0, 1):
-        kernels.ramp_gain_inplace(np.zeros((2, 4), np.float32), gain, gain, 0.5)
-    kernels.mix_stems(np.zeros((2, 2, 4), np.float32), np.ones(2), np.ones(2), 1, np.zeros((2, 4), np.float32))
 
 
 def _warm_stft() -> None:

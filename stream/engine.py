@@ -8,7 +8,8 @@ Data flow (DESIGN.md)::
     pull(n)     <- wet ring [mix | stems] <----------+
        on underrun: the dry input delayed by the declared latency, spliced without a click
 
-Latency, in samples at the separator's rate, is fixed at construction::
+Latency, in samples at the I/O rate, is fixed at construction. When the host runs at the
+separator's rate::
 
     latency_samples = separator.latency_samples + hop + block_size
 
@@ -17,6 +18,25 @@ block; the audio callback pushes block k and pulls in the same call, so the wet 
 pre-filled with ``hop + block_size`` samples of silence to give the worker one block period of
 headroom to compute. Output sample ``q`` is always the estimate for input sample
 ``q - latency_samples``, whether it came from the model or from the dry fallback.
+
+When the host runs at another rate (``io_rate``: a 48 kHz device or JACK server feeding a
+44.1 kHz model) the worker converts each chunk it reads with a streaming resampler
+(:class:`~livestems.dsp.resample.ResampleStream`, fixed delay, deterministic output count) to
+the model's rate, and every output row back. Then, with ``F`` the model rate and ``R`` the
+I/O rate::
+
+    model part  D = in-resampler delay + separator.latency_samples + pad   (model samples)
+    latency_samples = D * R / F + out-resampler delay + block_size + ceil(R / F)
+
+``pad`` (at least ``hop - 1``) is the model-rate queue that lets the worker run whole hops on
+a stream that arrives in chunks of any size; it is rounded up so that ``D * R / F`` is a whole
+number of I/O samples, so the published latency is exact, not rounded. ``ceil(R / F)``: the
+output count after ``N`` inputs, ``floor(floor(N F / R) R / F)``, may trail ``N`` by that many.
+
+Buses: besides the mix (the stem mixer's smoothed, MIDI-controllable gains) the engine can
+render named fixed-gain sums of the stems (``buses={"karaoke": {"vocals": 0.0}}``: every stem
+at 1.0 except vocals), computed on the worker so the audio callback still only copies. On a
+deadline miss the mix and the buses fall back to the dry input, the stems to silence.
 
 Thread contract: one audio thread calls :meth:`Engine.push` and :meth:`Engine.pull_into`
 (never blocks, allocates no buffers, takes no lock, never logs or raises on valid input); the
@@ -35,7 +55,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from livestems.dsp.kernels import sanitize_inplace
+from livestems.dsp.kernels import mix_stems, sanitize_inplace
+from livestems.dsp.resample import ResampleStream
 
 from .mixer import StemMixer
 from .ring import Ring
@@ -94,6 +115,9 @@ class EngineStats:
     rtf_p50: float
     rtf_p99: float
     worker_error: str | None
+    model_rate: int = 0
+    resampler_latency_samples: int = 0  # both resamplers, in I/O samples (0: same rate)
+    resampler_underruns: int = 0
 
     @property
     def latency_ms(self) -> float:
@@ -110,6 +134,13 @@ class Engine:
             time constant of the click-free splice when it misses a deadline.
         smoothing_ms: gain smoothing of the stem mixer.
         ring_seconds: capacity of the input and wet rings; only matters when the worker stalls.
+        io_rate: the host's sample rate in Hz (default: the separator's). When it differs,
+            push/pull run at ``io_rate`` and the worker resamples both ways (see the module
+            docstring for the latency this adds).
+        resample_quality: soxr recipe for those resamplers. 'HQ' (default) keeps aliasing
+            near -100 dB but adds ~40 ms at 48 <-> 44.1 kHz; 'LQ' adds ~11 ms and is noisier.
+        buses: ``{name: {stem: linear gain}}``, extra stem sums rendered on the worker;
+            stems not named have gain 1.0. Read them with ``pull_into(..., buses_out=...)``.
     """
 
     def __init__(
@@ -120,9 +151,16 @@ class Engine:
         crossfade_ms: float = 2.0,
         smoothing_ms: float = 10.0,
         ring_seconds: float = 2.0,
+        io_rate: int | None = None,
+        resample_quality: str = "HQ",
+        buses: dict | None = None,
     ):
         self.separator = sep = separator
-        self.sample_rate = int(sep.sample_rate)
+        self.model_rate = int(sep.sample_rate)
+        if io_rate is not None and (isinstance(io_rate, bool) or int(io_rate) != io_rate
+                                    or not 1000 <= io_rate <= 768000):
+            raise ValueError(f"io_rate must be a sample rate in Hz (1000..768000), got {io_rate!r}")
+        self.sample_rate = int(io_rate or self.model_rate)  # the rate of push/pull
         self.channels = c = int(sep.channels)
         self.sources = tuple(sep.sources)
         self.hop = hop = int(sep.hop)
@@ -130,39 +168,90 @@ class Engine:
         if self.block_size < 1:
             raise ValueError(f"block_size must be >= 1 sample, got {block_size}")
         s = len(self.sources)
-        self.queue_samples = hop + self.block_size
-        self.latency_samples = int(sep.latency_samples) + self.queue_samples
-        self.mixer = StemMixer(self.sources, self.sample_rate, smoothing_ms)
+        self.bus_names = tuple(buses or ())
+        self._bus_gains = np.ones((len(self.bus_names), s), dtype=np.float64)
+        for b, name in enumerate(self.bus_names):
+            for stem, g in dict(buses[name]).items():
+                if stem not in self.sources:
+                    raise ValueError(f"bus {name!r}: unknown stem {stem!r}; this model's "
+                                     f"stems are {', '.join(self.sources)}")
+                self._bus_gains[b, self.sources.index(stem)] = float(g)
+        nbus = len(self.bus_names)
+        # wet ring rows: [mix C | stem 0 C | ... | stem S-1 C | bus 0 C | ... | bus B-1 C]
+        self._rows = rows = c * (1 + s + nbus)
+        self._stem_rows = slice(c, c + s * c)
+        self._bus_rows = slice(c + s * c, rows)
+        self.mixer = StemMixer(self.sources, self.model_rate, smoothing_ms)
         self.mixer.snap()
+
+        self.resampling = self.sample_rate != self.model_rate
+        self._src_in = self._src_out = None
+        self.resampler_latency_samples = 0
+        if self.resampling:
+            self._setup_resampling(resample_quality)
+        else:
+            self.queue_samples = hop + self.block_size
+            self.latency_samples = int(sep.latency_samples) + self.queue_samples
 
         cap = max(int(ring_seconds * self.sample_rate), 4 * (hop + self.block_size))
         self._in = Ring(c, cap)
-        # wet ring rows: [mix channels | stem 0 channels | stem 1 channels | ...]
-        self._wet = Ring(c * (s + 1), cap + self.queue_samples)
+        self._wet = Ring(rows, cap + self.queue_samples)
         self._dry = Ring(c, self.latency_samples + 2 * self.block_size + hop)
 
         # worker buffers
         self._hop_in = np.zeros((c, hop), dtype=np.float32)
-        self._hop_out = np.zeros((c * (s + 1), hop), dtype=np.float32)
-        self._zeros_hop = np.zeros((c * (s + 1), hop), dtype=np.float32)
+        self._hop_out = np.zeros((rows, hop), dtype=np.float32)
+        self._zeros_hop = np.zeros((rows, hop), dtype=np.float32)
+        self._bus_now = np.ones(s, dtype=np.float64)
         self._times = np.zeros(_TIMES_KEPT, dtype=np.float64)
         # audio-side buffers
         nb = self.block_size
-        self._pull_wet = np.zeros((c * (s + 1), nb), dtype=np.float32)
+        self._pull_wet = np.zeros((rows, nb), dtype=np.float32)
         self._pull_dry = np.zeros((c, nb), dtype=np.float32)
-        self._pull_fb = np.zeros((c * (s + 1), nb), dtype=np.float32)
+        self._pull_fb = np.zeros((rows, nb), dtype=np.float32)
         self._push_buf = np.zeros((c, nb), dtype=np.float32)
-        self._last = np.zeros(c * (s + 1), dtype=np.float64)
-        self._offset = np.zeros(c * (s + 1), dtype=np.float64)
+        self._last = np.zeros(rows, dtype=np.float64)
+        self._offset = np.zeros(rows, dtype=np.float64)
         self._decay = math.exp(-1.0 / max(1.0, crossfade_ms * 1e-3 * self.sample_rate))
         self._xfade_len = max(1, int(round(crossfade_ms * 1e-3 * self.sample_rate)))
 
         self._thread: threading.Thread | None = None
         self._running = False
-        self._poll_s = min(1e-3, 0.25 * hop / self.sample_rate)
+        self._poll_s = min(1e-3, 0.25 * hop / self.model_rate)
         self.stall_hook = None  # test hook: callable run by the worker before each step
+        self.nonfinite_samples = 0  # reset() zeroes it again after the warm-up hop
         self._warm_up()
         self.reset()
+
+    def _setup_resampling(self, quality: str) -> None:
+        """Size the resamplers, the model-rate queues and the latency (see module docstring)."""
+        sep, c, hop = self.separator, self.channels, self.hop
+        big_r, big_f = self.sample_rate, self.model_rate
+        # the worker reads at most this many I/O samples per resampler call
+        self._chunk_max = max(self.block_size, -(-hop * big_r // big_f), 1024)
+        m_max = -(-self._chunk_max * big_f // big_r) + 1
+        self._src_in = ResampleStream(big_r, big_f, c, quality=quality, max_block=self._chunk_max)
+        self._src_out = ResampleStream(big_f, big_r, self._rows, quality=quality,
+                                       max_block=m_max)
+        base = self._src_in.latency_samples + int(sep.latency_samples)
+        step = big_f // math.gcd(big_r, big_f)  # D must be a multiple of this for D*R/F exact
+        pad = hop - 1
+        if step <= 4 * 4096:  # otherwise the pad would cost more than a rounding error
+            pad += (-(base + pad)) % step
+        self._pad_model = pad
+        d_model = base + pad
+        self._exact_latency = (d_model * big_r) % big_f == 0
+        lag = -(-big_r // big_f)
+        self.queue_samples = self.block_size + lag
+        d_io = int(round(d_model * big_r / big_f))
+        self.latency_samples = d_io + self._src_out.latency_samples + self.queue_samples
+        self.resampler_latency_samples = (
+            int(round(self._src_in.latency_samples * big_r / big_f))
+            + self._src_out.latency_samples)
+        self._m_in = Ring(c, 4 * (m_max + hop))
+        self._m_out = Ring(self._rows, 4 * (m_max + hop) + pad)
+        self._chunk = np.zeros((c, self._chunk_max), dtype=np.float32)
+        self._m_buf = np.zeros((self._rows, m_max), dtype=np.float32)
 
     def _warm_up(self) -> None:
         """Compile every kernel and run one hop through the separator now, at configuration,
@@ -173,8 +262,16 @@ class Engine:
         _crossfade(self._pull_wet, self._pull_fb, 0, 1, 0, self._xfade_len)
         sanitize_inplace(self._hop_in)
         y = self.separator.step(self._hop_in)
-        self.mixer.mix(np.ascontiguousarray(y, dtype=np.float32), self._hop_out[: self.channels])
+        self._render(np.ascontiguousarray(y, dtype=np.float32).reshape(-1, self.hop))
         self.mixer.snap()
+        if self.resampling:
+            self._m_in.write(self._hop_in)
+            self._m_in.read(self._hop_in)
+            self._m_out.write(self._hop_out)
+            self._m_out.read(self._m_buf, 0, 1)
+            self._src_in.process(self._chunk[:, :1])
+            self._wet.write(self._src_out.process(self._m_buf[:, :1]))
+            self._wet.skip(self._wet.readable())
 
     # -- lifecycle -------------------------------------------------------------------------
     def reset(self) -> None:
@@ -188,6 +285,12 @@ class Engine:
         pre = np.zeros((self._wet.channels, self.queue_samples), dtype=np.float32)
         self._wet.write(pre)
         self._dry.write(np.zeros((self.channels, self.latency_samples), dtype=np.float32))
+        if self.resampling:
+            self._src_in.reset()
+            self._src_out.reset()
+            self._m_in.reset()
+            self._m_out.reset()
+            self._m_out.write(np.zeros((self._rows, self._pad_model), dtype=np.float32))
         self._q = 0  # output position of the next pulled sample (audio side)
         self._wet_mode = True
         self._xfade_pos = self._xfade_len
@@ -239,12 +342,15 @@ class Engine:
             self.input_overflows += n - written
         self._dry.write(block)
 
-    def pull_into(self, mix_out: np.ndarray, stems_out: np.ndarray | None = None) -> bool:
-        """Audio thread: fill ``mix_out`` ``[C, n]`` (and ``stems_out`` ``[S, C, n]``).
+    def pull_into(self, mix_out: np.ndarray, stems_out: np.ndarray | None = None,
+                  buses_out: np.ndarray | None = None) -> bool:
+        """Audio thread: fill ``mix_out`` ``[C, n]`` (and ``stems_out`` ``[S, C, n]``, and
+        ``buses_out`` ``[B, C, n]`` in the order of :attr:`bus_names`).
 
         Never blocks. Returns True if the block came from the model, False if (part of) it is
         the dry fallback (a deadline miss, counted). The fallback is the dry input delayed by
-        the declared latency on the mix, and silence on the stems, spliced without a click.
+        the declared latency on the mix and the buses, and silence on the stems, spliced
+        without a click.
         """
         n = mix_out.shape[1]
         if n > self.block_size:
@@ -254,7 +360,10 @@ class Engine:
         self._dry.read(self._pull_dry, 0, n)  # always consumed: keeps the dry path aligned
         # the fallback the listener gets on a miss: dry input on the mix rows, silent stems
         fb[:c, :n] = self._pull_dry[:, :n]
-        fb[c:, :n] = 0.0
+        fb[self._stem_rows, :n] = 0.0
+        for b in range(len(self.bus_names)):
+            fb[self._bus_rows.start + b * c: self._bus_rows.start + (b + 1) * c, :n] = \
+                self._pull_dry[:, :n]
         behind = self._q - self._wet.read_count
         if behind > 0:  # the worker delivered these too late: they were played dry
             self._wet.skip(behind)
@@ -285,7 +394,9 @@ class Engine:
         self._last[:] = wet[:, n - 1]
         mix_out[:, :n] = wet[:c, :n]
         if stems_out is not None:
-            stems_out[:, :, :n] = wet[c:, :n].reshape(stems_out.shape[0], c, n)
+            stems_out[:, :, :n] = wet[self._stem_rows, :n].reshape(stems_out.shape[0], c, n)
+        if buses_out is not None and self.bus_names:
+            buses_out[:, :, :n] = wet[self._bus_rows, :n].reshape(buses_out.shape[0], c, n)
         return used_model
 
     def _fade_in(self, a: int, b: int) -> None:
@@ -313,13 +424,35 @@ class Engine:
         self.pull_into(mix, stems)
         return mix, stems
 
+    def set_bus_gain(self, bus: str, stem: str, gain: float) -> None:
+        """Control thread: linear gain of ``stem`` in ``bus`` (takes effect at the next hop)."""
+        if bus not in self.bus_names:
+            raise ValueError(f"unknown bus {bus!r}; buses: {', '.join(self.bus_names) or 'none'}")
+        self._bus_gains[self.bus_names.index(bus), self.mixer.index(stem)] = float(gain)
+
     # -- worker side -----------------------------------------------------------------------
+    def _render(self, y2: np.ndarray) -> None:
+        """Worker: stems ``[S*C, hop]`` -> ``self._hop_out`` rows (mix, stems, buses)."""
+        out, c, hop = self._hop_out, self.channels, self.hop
+        stems = out[self._stem_rows]
+        stems[...] = y2
+        self.nonfinite_samples += sanitize_inplace(stems)
+        s3 = stems.reshape(len(self.sources), c, hop)
+        self.mixer.mix(s3, out[:c])
+        for b in range(len(self.bus_names)):
+            g = self._bus_gains[b]
+            self._bus_now[:] = g
+            r0 = self._bus_rows.start + b * c
+            mix_stems(s3, self._bus_now, g, 1.0, out[r0:r0 + c])
+
     def run_pending(self) -> int:
         """Process every whole hop waiting in the input ring; returns hops done.
 
         Called by the worker thread, or directly (without :meth:`start`) to run the engine
         synchronously.
         """
+        if self.resampling:
+            return self._run_pending_resampled()
         done = 0
         hop, c = self.hop, self.channels
         sep, out = self.separator, self._hop_out
@@ -347,9 +480,7 @@ class Engine:
                         f"separator returned shape {list(getattr(y, 'shape', []))}, expected "
                         f"[{len(self.sources)}, {c}, {hop}]"
                     )
-                out[c:] = y.reshape(-1, hop)
-                self.nonfinite_samples += sanitize_inplace(out[c:])
-                self.mixer.mix(out[c:].reshape(y.shape), out[:c])
+                self._render(y.reshape(-1, hop))
             except Exception as exc:  # noqa: BLE001 - reported once; audio goes on dry
                 self.worker_error = f"{type(exc).__name__}: {exc}"
                 # write nothing more, so pull() plays the dry path from here on
@@ -361,6 +492,63 @@ class Engine:
             done += 1
         return done
 
+    def _run_pending_resampled(self) -> int:
+        """:meth:`run_pending` when the host rate differs from the model rate.
+
+        I/O-rate chunks -> input resampler -> model-rate queue -> whole hops through the model
+        -> model-rate output queue (pre-filled with ``pad`` zeros) -> exactly as many samples
+        as the chunk produced -> output resampler -> wet ring at the I/O rate.
+        """
+        done = 0
+        hop = self.hop
+        sep, out = self.separator, self._hop_out
+        src_in, src_out = self._src_in, self._src_out
+        if self.worker_error is not None:
+            self._in.skip(self._in.readable())
+            return 0
+        while True:
+            n = min(self._in.readable(), self._chunk_max)
+            if n == 0:
+                break
+            m = src_in.output_count(n)
+            if self._wet.writable() < src_out.max_out:
+                break
+            k_out = src_out.output_count(m)
+            # the whole chunk's output would be played dry already: skip the model
+            late = self._wet.write_count + k_out <= self._q
+            self._in.read(self._chunk, 0, n)
+            self._m_in.write(src_in.process(self._chunk[:, :n]))
+            while self._m_in.readable() >= hop:
+                self._m_in.read(self._hop_in)
+                if late:
+                    self._m_out.write(self._zeros_hop)
+                    self.hops_skipped += 1
+                    done += 1
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    self.nonfinite_samples += sanitize_inplace(self._hop_in)
+                    if self.stall_hook is not None:
+                        self.stall_hook(self)
+                    y = sep.step(self._hop_in)
+                    if getattr(y, "shape", None) != (len(self.sources), self.channels, hop):
+                        raise ValueError(
+                            f"separator returned shape {list(getattr(y, 'shape', []))}, "
+                            f"expected [{len(self.sources)}, {self.channels}, {hop}]")
+                    self._render(y.reshape(-1, hop))
+                except Exception as exc:  # noqa: BLE001 - reported once; audio goes on dry
+                    self.worker_error = f"{type(exc).__name__}: {exc}"
+                    self._in.skip(self._in.readable())
+                    return done
+                self._m_out.write(out)
+                self._times[self.hops_processed & (_TIMES_KEPT - 1)] = time.perf_counter() - t0
+                self.hops_processed += 1
+                done += 1
+            got = self._m_out.read(self._m_buf, 0, m)
+            assert got == m, "model-rate output queue ran dry: pad too small"
+            self._wet.write(src_out.process(self._m_buf[:, :m]))
+        return done
+
     def _worker(self) -> None:
         while self._running:
             if self.run_pending() == 0:
@@ -370,7 +558,7 @@ class Engine:
     def stats(self) -> EngineStats:
         """Counters and per-hop compute-time percentiles (ms) over the last hops."""
         k = min(self.hops_processed, _TIMES_KEPT)
-        hop_ms = 1000.0 * self.hop / self.sample_rate
+        hop_ms = 1000.0 * self.hop / self.model_rate
         if k:
             t = np.sort(self._times[:k]) * 1000.0
             pct = {
@@ -395,4 +583,8 @@ class Engine:
             rtf_p50=pct["p50"] / hop_ms,
             rtf_p99=pct["p99"] / hop_ms,
             worker_error=self.worker_error,
+            model_rate=self.model_rate,
+            resampler_latency_samples=self.resampler_latency_samples,
+            resampler_underruns=(self._src_in.underruns + self._src_out.underruns
+                                 if self.resampling else 0),
         )

@@ -1,0 +1,309 @@
+"""Sung vocals from speech: espeak-ng says each word, WORLD re-pitches and stretches it to a note.
+
+espeak-ng (through ``libespeak-ng``) gives intelligible words with real consonants and vowel
+formants but a robotic, spoken prosody. Each word is analysed once with the WORLD vocoder
+(pyworld: DIO + StoneMask pitch, CheapTrick spectral envelope, D4C aperiodicity) and then sung:
+
+- the onset consonant is kept at its natural speed and placed just *before* the beat, as
+  singers do, the vowel is stretched to fill the note, the coda consonant closes it;
+- the pitch follows the melody, with scoops into notes, portamento between legato notes,
+  delayed-onset vibrato, slow drift and a falling release at phrase ends;
+- the singer's timbre comes from the espeak voice variant plus a formant shift (a warp of the
+  spectral envelope along frequency) and a breathiness setting (aperiodicity raised above
+  2 kHz); the band above espeak's 11 kHz limit is filled with aperiodic "air".
+
+Word analyses are cached per process (lyrics repeat), so a song costs little more than the
+synthesis of its phrases.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["LYRIC_WORDS", "SungNote", "Singer", "VoiceError", "say", "sing_phrase"]
+
+FRAME_MS = 5.0
+
+# Words that lyrics are made of (one per note); long notes get open-vowel words or "oh"/"ah".
+LYRIC_WORDS = (
+    "love", "you", "me", "night", "day", "heart", "fire", "dream", "go", "home", "light",
+    "time", "away", "shine", "run", "feel", "know", "tonight", "baby", "hold", "on", "stay",
+    "life", "way", "rain", "sky", "down", "fall", "free", "high", "gone", "dance", "sun",
+    "alone", "world", "eyes", "mind", "soul", "say", "burn", "wild", "cold", "gold", "blue",
+    "road", "more", "now", "never", "again", "we", "are", "all", "so", "long", "find",
+)
+OPEN_WORDS = ("oh", "ah", "yeah", "ooh", "hey", "no", "I", "why", "fly", "more", "so", "low")
+
+_ESPEAK_FIX = "apt-get install espeak-ng (Debian/Ubuntu)"
+
+
+class VoiceError(RuntimeError):
+    """espeak-ng or pyworld is missing or failed; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Singer:
+    """A voice: espeak-ng ``voice`` name (e.g. ``en-us+f3``), ``formant_shift`` (envelope
+    frequency factor, 1 = unchanged, >1 brighter/smaller), ``breathiness`` 0..1, vibrato
+    ``vibrato_hz`` and ``vibrato_st`` (depth in semitones), ``scoop_st`` (how far below a
+    note attacks start, semitones)."""
+
+    voice: str = "en-us"
+    formant_shift: float = 1.0
+    breathiness: float = 0.2
+    vibrato_hz: float = 5.5
+    vibrato_st: float = 0.35
+    scoop_st: float = 0.7
+
+
+@dataclass(frozen=True)
+class SungNote:
+    """A note of the lead: ``start_s``/``end_s`` seconds (the vowel's onset and end),
+    ``midi`` pitch, ``word`` to sing, ``gain`` linear loudness (~0.5-1), ``legato`` True
+    when it glides into the next note."""
+
+    start_s: float
+    end_s: float
+    midi: float
+    word: str
+    gain: float = 1.0
+    legato: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# espeak-ng
+
+class _Espeak:
+    """The espeak-ng library in synchronous mode: one global engine, guarded by a lock."""
+
+    def __init__(self):
+        name = ctypes.util.find_library("espeak-ng")
+        if name is None:
+            raise VoiceError(f"libespeak-ng not found: expected the espeak-ng shared library. "
+                             f"Fix: {_ESPEAK_FIX}")
+        lib = ctypes.CDLL(name)
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                     ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        self.sample_rate = lib.espeak_Initialize(2, 0, None, 0)  # AUDIO_OUTPUT_SYNCHRONOUS
+        if self.sample_rate <= 0:
+            raise VoiceError(f"espeak-ng failed to initialise (its data files missing?). "
+                             f"Fix: {_ESPEAK_FIX}")
+        self._chunks: list[np.ndarray] = []
+        cb_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
+                                   ctypes.c_void_p)
+
+        def callback(wav, count, _events):
+            if count > 0 and wav:
+                self._chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+            return 0
+
+        self._callback = cb_type(callback)  # keep alive: espeak holds the pointer
+        lib.espeak_SetSynthCallback(self._callback)
+        self._lib = lib
+        self.lock = threading.Lock()
+
+    def say(self, text: str, voice: str, rate_wpm: int) -> np.ndarray:
+        lib = self._lib
+        with self.lock:
+            if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise VoiceError(f"espeak-ng has no voice {voice!r}: expected e.g. 'en-us' or "
+                                 f"'en-us+f3' (espeak-ng --voices lists them)")
+            lib.espeak_SetParameter(1, int(rate_wpm), 0)  # espeakRATE
+            lib.espeak_SetParameter(3, 50, 0)  # espeakPITCH: neutral, replaced anyway
+            lib.espeak_SetParameter(4, 0, 0)  # espeakRANGE: monotone makes analysis steadier
+            self._chunks.clear()
+            data = text.encode() + b"\0"
+            lib.espeak_Synth(data, len(data), 0, 0, 0, 1, None, None)  # espeakCHARS_UTF8
+            lib.espeak_Synchronize()
+            wav = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        return wav.astype(np.float64) / 32768.0
+
+
+@functools.lru_cache(maxsize=1)
+def _espeak() -> _Espeak:
+    return _Espeak()
+
+
+def say(text: str, voice: str = "en-us", rate_wpm: int = 120) -> tuple[np.ndarray, int]:
+    """Speak ``text`` with espeak-ng: (float64 mono samples in [-1, 1], sample rate in Hz)."""
+    eng = _espeak()
+    return eng.say(text, voice, rate_wpm), eng.sample_rate
+
+
+# --------------------------------------------------------------------------------------------
+# WORLD analysis of a word
+
+@dataclass(frozen=True)
+class _Word:
+    voiced: np.ndarray  # [F] bool
+    sp: np.ndarray  # [F, bins] power envelope at the synthesis rate, nucleus power ~1
+    ap: np.ndarray  # [F, bins]
+    v0: int  # first frame of the voiced nucleus
+    v1: int  # one past its last frame
+
+
+def _pyworld():
+    try:
+        import pyworld
+    except ImportError as exc:
+        raise VoiceError("pyworld is not installed: expected the WORLD vocoder bindings. "
+                         "Fix: pip install pyworld-prebuilt") from exc
+    return pyworld
+
+
+@functools.lru_cache(maxsize=1024)
+def _analyse(word: str, voice: str, sample_rate: int) -> _Word:
+    """WORLD parameters of ``word`` spoken by ``voice``, extended to ``sample_rate``."""
+    pw = _pyworld()
+    x, sr = say(word, voice, 110)
+    if x.size == 0:
+        raise VoiceError(f"espeak-ng produced no audio for {word!r} with voice {voice!r}")
+    # trim the silence espeak puts around a word (keep 20 ms)
+    env = np.convolve(np.abs(x), np.ones(64) / 64, mode="same")
+    loud = np.flatnonzero(env > env.max() * 10 ** (-45 / 20))
+    pad = int(0.02 * sr)
+    x = x[max(0, loud[0] - pad): loud[-1] + pad]
+    f0, t = pw.dio(x, sr, f0_floor=60.0, f0_ceil=500.0, frame_period=FRAME_MS)
+    f0 = pw.stonemask(x, f0, t, sr)
+    sp = pw.cheaptrick(x, f0, t, sr)
+    ap = pw.d4c(x, f0, t, sr)
+    voiced = f0 > 0
+    # the nucleus is the longest voiced run (vowel plus voiced consonants around it)
+    runs, start = [], None
+    for i, v in enumerate(np.append(voiced, False)):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            runs.append((i - start, start, i))
+            start = None
+    if runs:
+        _, v0, v1 = max(runs)
+    else:
+        v0, v1 = 0, len(f0)
+    # extend the envelope to the synthesis rate: with CheapTrick's fft size proportional to the
+    # rate, bins keep their spacing, so the low band copies over and the new band above the
+    # source's Nyquist gets a steep roll-off and fully aperiodic (breath-like) excitation
+    bins = pw.get_cheaptrick_fft_size(sample_rate) // 2 + 1
+    if bins > sp.shape[1]:
+        k = np.arange(sp.shape[1], bins)
+        roll = (k / (sp.shape[1] - 1.0)) ** -6.0
+        sp = np.concatenate([sp, sp[:, -8:].mean(axis=1, keepdims=True) * roll[None]], axis=1)
+        ap = np.concatenate([ap, np.ones((ap.shape[0], bins - ap.shape[1]))], axis=1)
+    else:
+        sp, ap = sp[:, :bins], ap[:, :bins]
+    sp = sp / max(float(np.mean(np.sum(sp[v0:v1], axis=1))), 1e-20)
+    return _Word(voiced, np.ascontiguousarray(sp), np.ascontiguousarray(ap), int(v0), int(v1))
+
+
+def _hann_smooth(x: np.ndarray, width: int) -> np.ndarray:
+    if width < 3:
+        return x
+    k = np.hanning(width + 2)[1:-1]
+    k /= k.sum()
+    pad = width // 2 + 1
+    xp = np.concatenate([np.full(pad, x[0]), x, np.full(pad, x[-1])])
+    return np.convolve(xp, k, mode="same")[pad:-pad]
+
+
+def sing_phrase(notes: list[SungNote], singer: Singer, rng: np.random.Generator,
+                sample_rate: int = 44100) -> tuple[float, np.ndarray]:
+    """Sing one phrase (notes in time order, not overlapping).
+
+    Returns:
+        (start time in seconds of the returned audio, float64 mono ``[n]`` at
+        ``sample_rate``); the audio starts before the first note (its onset consonant) and
+        ends after the release of the last one. Peak level follows the notes' ``gain``
+        (unit-power vowels), not normalised.
+    """
+    pw = _pyworld()
+    if not notes:
+        raise ValueError("sing_phrase needs at least one note")
+    fp = FRAME_MS / 1000.0
+    words = [_analyse(nt.word, singer.voice, sample_rate) for nt in notes]
+    lead = 0.25  # seconds of room before the first note for its consonant
+    t0 = notes[0].start_s - lead
+    tail = 0.4
+    n_frames = int(np.ceil((notes[-1].end_s + tail - t0) / fp)) + 1
+    bins = words[0].sp.shape[1]
+    sp = np.full((n_frames, bins), 1e-16)
+    ap = np.ones((n_frames, bins))
+    voiced = np.zeros(n_frames, dtype=bool)
+    target = np.full(n_frames, float(notes[0].midi))  # pitch target, semitones
+    amp = np.zeros(n_frames)
+    vib = np.zeros(n_frames)
+    bend = np.zeros(n_frames)
+
+    prev_end = 0
+    for i, (nt, w) in enumerate(zip(notes, words)):
+        on = int(round((nt.start_s - t0) / fp))
+        off = max(on + 4, int(round((nt.end_s - t0) / fp)))
+        onset = min(w.v0, 24)  # consonant frames kept, at most 120 ms
+        coda = min(len(w.voiced) - w.v1, 20)
+        c0 = max(on - onset, prev_end)
+        # source frame for every output frame of this note: onset consonant 1:1 ahead of the
+        # beat, the first 40 ms of the vowel 1:1 (its transition), the rest stretched, coda 1:1
+        src_on = np.arange(w.v0 - (on - c0), w.v0)
+        body = max(off - coda - on, 1)
+        nuc = w.v1 - w.v0
+        head = min(8, nuc, body)
+        src_body = np.concatenate([
+            w.v0 + np.arange(head),
+            w.v0 + head + np.linspace(0, max(nuc - head - 1, 0), body - head),
+        ]) if body > head else w.v0 + np.arange(body)
+        src_coda = np.arange(w.v1, w.v1 + coda)
+        src = np.clip(np.round(np.concatenate([src_on, src_body, src_coda])).astype(int),
+                      0, len(w.voiced) - 1)
+        end = min(c0 + len(src), n_frames)
+        src = src[: end - c0]
+        sp[c0:end] = w.sp[src] * nt.gain**2
+        ap[c0:end] = w.ap[src]
+        voiced[c0:end] = w.voiced[src]
+        voiced[on:on + body] = True  # the sung vowel never drops out, whatever espeak did
+        target[on:] = nt.midi
+        amp[c0:end] = nt.gain
+        prev_end = end
+        if not (i > 0 and notes[i - 1].legato):
+            # attack from below, settling in ~60 ms
+            k = np.arange(n_frames - on) * fp
+            bend[on:] -= singer.scoop_st * rng.uniform(0.5, 1.0) * np.exp(-k / 0.06)
+        dur = (off - on) * fp
+        if dur > 0.35:
+            k = np.arange(off - on) * fp
+            vib[on:off] = np.maximum(vib[on:off], np.clip((k - 0.2) / 0.3, 0.0, 1.0))
+    last_off = int(round((notes[-1].end_s - t0) / fp))
+    k = np.arange(max(n_frames - last_off, 0)) * fp
+    bend[last_off:] -= 1.5 * (1.0 - np.exp(-k / 0.12))  # pitch falls off at the phrase end
+
+    glide = max(3, int(0.07 / fp))
+    pitch = _hann_smooth(target, glide) + bend
+    rate = singer.vibrato_hz * rng.uniform(0.93, 1.07)
+    phase = 2 * np.pi * np.cumsum(np.full(n_frames, rate * fp)) + rng.uniform(0, 2 * np.pi)
+    pitch += singer.vibrato_st * _hann_smooth(vib, 20) * np.sin(phase)
+    drift = _hann_smooth(np.cumsum(rng.normal(0.0, 0.015, n_frames)), 40)
+    pitch += np.clip(drift - drift.mean(), -0.12, 0.12)
+    f0 = np.where(voiced, 440.0 * 2.0 ** ((pitch - 69.0) / 12.0), 0.0)
+
+    # timbre: formant shift (warp the envelope), breathiness (aperiodicity above 2 kHz)
+    freqs = np.arange(bins) * (sample_rate / 2.0) / (bins - 1)
+    if abs(singer.formant_shift - 1.0) > 1e-3:
+        src_bin = np.arange(bins) / singer.formant_shift
+        i0 = np.clip(np.floor(src_bin).astype(int), 0, bins - 1)
+        i1 = np.clip(i0 + 1, 0, bins - 1)
+        frac = np.clip(src_bin - i0, 0.0, 1.0)
+        sp = sp[:, i0] * (1 - frac) + sp[:, i1] * frac
+    breath = singer.breathiness * np.clip((freqs - 2000.0) / 4000.0, 0.0, 1.0)
+    ap = ap + (1.0 - ap) * breath[None]
+    # shimmer: small slow loudness wobble, part of what makes a held note sound alive
+    sp *= (1.0 + 0.08 * _hann_smooth(rng.standard_normal(n_frames), 12))[:, None] ** 2
+    y = pw.synthesize(np.ascontiguousarray(f0), np.ascontiguousarray(sp),
+                      np.ascontiguousarray(np.clip(ap, 0.0, 1.0)), sample_rate, FRAME_MS)
+    return t0, y

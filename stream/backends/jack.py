@@ -1,0 +1,446 @@
+"""The JACK backend: a JACK client with an input pair, one output pair per stem, mix and karaoke.
+
+Ports (``N`` is the client name, ``--name``)::
+
+    N:in_L, N:in_R                    audio in: the music to separate
+    N:<stem>_L, N:<stem>_R            one pair per stem of the model, in the model's order
+                                      (vocals/accompaniment for `center`; vocals, drums, bass,
+                                      other for a 4-stem model)
+    N:mix_L, N:mix_R                  the stem mixer's bus (gains, mute, solo: MIDI-controlled)
+    N:karaoke_L, N:karaoke_R          every stem but vocals, at unity
+    N:midi_in                         MIDI control input (events are counted here; the control
+                                      layer maps them onto the mixer)
+
+Latency. Every output lags its input by :attr:`Engine.latency_samples` (the model, its hop,
+the host block, and the resamplers when the server's rate is not the model's). It is published
+as JACK latency ranges from a latency callback, so JACK-aware hosts (Ardour, Carla, ...) align
+the stems with everything else: capture latency of each output = the inputs' capture latency
++ ours; playback latency of each input = the outputs' playback latency + ours. JACK-Client 0.5
+has no binding for ``jack_port_set_latency_range`` / ``jack_set_latency_callback`` (its cffi
+``jack._lib`` only holds the functions it declares), so :class:`_LatencyApi` declares them in
+a second cffi FFI over the very same libjack that JACK-Client loaded, and passes JACK-Client's
+client and port pointers across as addresses.
+
+Threads. JACK calls :meth:`JackHost._process` on its process thread (real-time when the
+server is); it only copies between the port buffers and the engine's rings, with buffers sized
+here. Everything else JACK calls (xrun, shutdown, buffer-size, sample-rate, latency callbacks)
+runs on JACK's non-real-time notification thread and only counts or sets flags; the
+re-configuration they ask for (a new engine for a new rate or a larger block) is done by
+:meth:`JackHost.run` on the main thread, while the process thread plays silence.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import cffi
+import jack
+import numpy as np
+
+from ..engine import Engine
+from .common import AudioBackendError, ServerShutdownError, karaoke_buses, live_stats
+
+__all__ = ["JackHost", "port_layout", "get_latency_range", "CAPTURE", "PLAYBACK"]
+
+CAPTURE, PLAYBACK = 0, 1  # jack_latency_callback_mode_t
+
+# CPython hands the GIL between threads every `switchinterval` seconds (default 5 ms). With a
+# 256-frame period at 48 kHz (5.3 ms) the process thread could wait a whole period for the
+# worker to let go; 0.5 ms bounds that wait well inside the period.
+_SWITCH_INTERVAL_S = 0.0005
+_XRUN_GRACE_S = 0.1  # JACK reports spurious xruns right after activation (DESIGN.md)
+
+
+class _LatencyApi:
+    """libjack's latency-range API, which JACK-Client does not bind (see module docstring)."""
+
+    _CDEF = """
+        typedef struct { uint32_t min; uint32_t max; } jack_latency_range_t;
+        typedef void (*JackLatencyCallback)(int mode, void *arg);
+        void jack_port_get_latency_range(void *port, int mode, jack_latency_range_t *range);
+        void jack_port_set_latency_range(void *port, int mode, jack_latency_range_t *range);
+        int jack_set_latency_callback(void *client, JackLatencyCallback cb, void *arg);
+        int jack_recompute_total_latencies(void *client);
+    """
+
+    def __init__(self):
+        self.ffi = cffi.FFI()
+        self.ffi.cdef(self._CDEF)
+        self.lib = self.ffi.dlopen(jack._libname)  # the same library JACK-Client uses
+        self._range = self.ffi.new("jack_latency_range_t *")
+
+    def ptr(self, jack_cdata):
+        """JACK-Client's pointer as a pointer of this FFI (same address)."""
+        return self.ffi.cast("void *", int(jack._ffi.cast("uintptr_t", jack_cdata)))
+
+    def get(self, port, mode: int) -> tuple[int, int]:
+        self.lib.jack_port_get_latency_range(self.ptr(port._ptr), mode, self._range)
+        return int(self._range.min), int(self._range.max)
+
+    def set(self, port, mode: int, lo: int, hi: int) -> None:
+        self._range.min, self._range.max = lo, hi
+        self.lib.jack_port_set_latency_range(self.ptr(port._ptr), mode, self._range)
+
+
+_API: _LatencyApi | None = None
+
+
+def _api() -> _LatencyApi:
+    global _API
+    if _API is None:
+        _API = _LatencyApi()
+    return _API
+
+
+def get_latency_range(port: jack.Port, mode: int) -> tuple[int, int]:
+    """``(min, max)`` latency in frames of any JACK port (``mode``: CAPTURE or PLAYBACK)."""
+    return _api().get(port, mode)
+
+
+def port_layout(sources) -> list[str]:
+    """Names of the audio output ports for a model with stems ``sources``."""
+    names = [f"{s}_{side}" for s in sources for side in ("L", "R")]
+    return names + ["mix_L", "mix_R", "karaoke_L", "karaoke_R"]
+
+
+def _open_client(name: str, servername: str | None) -> jack.Client:
+    try:
+        return jack.Client(name, servername=servername, no_start_server=True)
+    except jack.JackOpenError as exc:
+        server = servername or "the default server"
+        raise AudioBackendError(
+            f"cannot connect to JACK ({server}): no JACK server is running",
+            got=str(exc),
+            fix=("start one, e.g. `jackd -d alsa -r 48000 -p 256` (a sound card) or "
+                 "`jackd --no-realtime -d dummy -r 48000 -p 256` (no hardware)"
+                 + (f" with `-n {servername}`" if servername else "")
+                 + ", or name a running server with --server"),
+        ) from None
+
+
+class JackHost:
+    """Runs an :class:`Engine` as a JACK client (see the module docstring for the ports).
+
+    Args:
+        separator: the model (any :mod:`livestems.model.protocol` separator, stereo).
+        name: JACK client name (port names are ``name:port``).
+        servername: JACK server to join (default: ``$JACK_DEFAULT_SERVER`` or ``default``).
+        resample_quality: soxr recipe used when the server's rate differs from the model's.
+        crossfade_ms: dry/wet splice time on deadline misses (see :class:`Engine`).
+
+    Use :meth:`activate`, then :meth:`run` (or your own loop calling :meth:`poll`), then
+    :meth:`close`. Raises :class:`AudioBackendError` when there is no server.
+    """
+
+    def __init__(self, separator, *, name: str = "livestems", servername: str | None = None,
+                 resample_quality: str = "HQ", crossfade_ms: float = 2.0):
+        if separator.channels != 2:
+            raise AudioBackendError("the JACK client is stereo", expected="a 2-channel model",
+                                    got=f"{separator.channels} channels")
+        self.separator = separator
+        self.resample_quality = resample_quality
+        self.crossfade_ms = crossfade_ms
+        self.client = _open_client(name, servername)
+        self.name = self.client.name
+        self.servername = servername
+        self.sources = tuple(separator.sources)
+        self.xruns = 0
+        self.xruns_after_grace = 0
+        self.max_xrun_delay_us = 0.0
+        self.midi_events = 0
+        self.frame_gaps = 0  # cycles in which the server did not call us (skipped blocks)
+        self.first_frame: int | None = None
+        self.shutdown_reason: str | None = None
+        self.shutdown_event = threading.Event()
+        self._reconfigure: tuple[int, int] | None = None
+        self._activated_at: float | None = None
+        self._next_frame = -1
+        self._closed = False
+        try:
+            self.inports = [self.client.inports.register(p) for p in ("in_L", "in_R")]
+            self.outports = [self.client.outports.register(p) for p in port_layout(self.sources)]
+            self.midi_in = self.client.midi_inports.register("midi_in")
+            self._engine: Engine | None = None
+            self._install(self._build(self.client.samplerate, self.client.blocksize))
+            self.client.set_process_callback(self._process)
+            self.client.set_xrun_callback(self._on_xrun)
+            self.client.set_shutdown_callback(self._on_shutdown)
+            self.client.set_blocksize_callback(self._on_blocksize)
+            self.client.set_samplerate_callback(self._on_samplerate)
+            api = _api()
+            self._latency_cb = api.ffi.callback("void(int, void *)", self._on_latency)
+            rc = api.lib.jack_set_latency_callback(api.ptr(self.client._ptr), self._latency_cb,
+                                                   api.ffi.NULL)
+            if rc:
+                raise AudioBackendError(f"jack_set_latency_callback failed (code {rc})")
+        except BaseException:
+            self.client.close()
+            raise
+
+    # -- configuration (main thread) -------------------------------------------------------
+    def _build(self, rate: int, blocksize: int) -> Engine:
+        """A new engine for ``rate`` / ``blocksize`` and its callback buffers, warmed up."""
+        eng = Engine(self.separator, block_size=blocksize, io_rate=rate,
+                     resample_quality=self.resample_quality, crossfade_ms=self.crossfade_ms,
+                     buses=karaoke_buses(self.sources))
+        s = len(self.sources)
+        eng._cb = (  # the process callback's buffers, kept with the engine they fit
+            np.zeros((2, blocksize), np.float32),
+            np.zeros((2, blocksize), np.float32),
+            np.zeros((s, 2, blocksize), np.float32),
+            np.zeros((1, 2, blocksize), np.float32),
+        )
+        # one block through every path now, so no first-call cost lands on the audio thread
+        inbuf, mix, stems, buses = eng._cb
+        eng.push(inbuf)
+        eng.run_pending()
+        eng.pull_into(mix, stems, buses)
+        eng.push(inbuf[:, : blocksize // 2 or 1])
+        eng.pull_into(mix[:, : blocksize // 2 or 1], stems[:, :, : blocksize // 2 or 1],
+                      buses[:, :, : blocksize // 2 or 1])
+        eng.reset()
+        return eng
+
+    def _install(self, eng: Engine) -> None:
+        inbuf, mix, stems, buses = eng._cb
+        # output port k <- this row of the callback buffers
+        self._rows = [stems[i, ch] for i in range(len(self.sources)) for ch in (0, 1)]
+        self._rows += [mix[0], mix[1], buses[0, 0], buses[0, 1]]
+        self._blocksize = eng.block_size
+        self._engine = eng
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def latency_samples(self) -> int:
+        return self._engine.latency_samples
+
+    def activate(self) -> "JackHost":
+        sys.setswitchinterval(_SWITCH_INTERVAL_S)
+        self._engine.start()
+        self._activated_at = time.monotonic()
+        self.client.activate()
+        return self
+
+    def connect_input(self, source: str) -> list[tuple[str, str]]:
+        """Connect ``source`` to in_L/in_R; returns the connections made.
+
+        ``source``: a client name (its first two audio outputs, e.g. ``system`` for the
+        capture ports), ``PORT_L,PORT_R``, or one port (fed to both inputs).
+        """
+        outs = self._resolve(source, is_output=True)
+        pairs = [(outs[0].name, self.inports[0].name),
+                 (outs[min(1, len(outs) - 1)].name, self.inports[1].name)]
+        for a, b in pairs:
+            self.client.connect(a, b)
+        return pairs
+
+    def connect_output(self, dest: str, ports: tuple[str, str] = ("karaoke_L", "karaoke_R")):
+        """Connect our ``ports`` pair to ``dest`` (a client name or ``PORT_L,PORT_R``)."""
+        ins = self._resolve(dest, is_output=False)
+        mine = {p.shortname: p for p in self.outports}
+        pairs = [(mine[ports[0]].name, ins[0].name),
+                 (mine[ports[1]].name, ins[min(1, len(ins) - 1)].name)]
+        for a, b in pairs:
+            self.client.connect(a, b)
+        return pairs
+
+    def _resolve(self, spec: str, *, is_output: bool) -> list[jack.Port]:
+        kind = "output" if is_output else "input"
+        names = [s.strip() for s in spec.split(",") if s.strip()]
+        found = []
+        for n in names:
+            if ":" in n:
+                ports = [p for p in self.client.get_ports(is_audio=True, is_output=is_output,
+                                                          is_input=not is_output)
+                         if p.name == n]
+            else:  # a client name: its audio ports of the right direction, in order
+                ports = [p for p in self.client.get_ports(is_audio=True, is_output=is_output,
+                                                          is_input=not is_output)
+                         if p.name.split(":", 1)[0] == n][:2]
+            if not ports:
+                have = [p.name for p in self.client.get_ports(
+                    is_audio=True, is_output=is_output, is_input=not is_output)
+                        if not p.name.startswith(self.name + ":")]
+                raise AudioBackendError(
+                    f"no JACK audio {kind} port or client named {n!r}",
+                    expected=f"one of: {', '.join(have) or '(none)'}",
+                    got=n,
+                    fix="check the name with `jack_lsp`; a client name picks its first two "
+                        "ports",
+                )
+            found += ports
+        return found
+
+    def poll(self) -> None:
+        """Main thread: carry out a re-configuration the notification thread asked for."""
+        req = self._reconfigure
+        if req is None or self.shutdown_event.is_set():
+            return
+        rate, blocksize = req
+        old = self._engine
+        eng = self._build(rate, blocksize)
+        self._engine = None  # the process thread plays silence from here...
+        old.stop()
+        self._install(eng)  # ...to here
+        eng.start()
+        self._reconfigure = None
+        _api().lib.jack_recompute_total_latencies(_api().ptr(self.client._ptr))
+
+    def run(self, seconds: float | None = None, tick=None, tick_s: float = 0.1) -> None:
+        """Main thread: serve until ``seconds`` pass, ``tick()`` returns False, or the server
+        shuts down (then :class:`ServerShutdownError`)."""
+        end = None if seconds is None else time.monotonic() + seconds
+        while True:
+            if self.shutdown_event.wait(tick_s):
+                raise ServerShutdownError(
+                    "the JACK server shut down while livestems was running",
+                    got=self.shutdown_reason or "no reason given",
+                    fix="restart jackd, then livestems jack")
+            self.poll()
+            if tick is not None and tick() is False:
+                return
+            if end is not None and time.monotonic() >= end:
+                return
+
+    def levels(self) -> dict[str, float]:
+        """Peak level of the last block per output pair (racy read; for meters only)."""
+        eng = self._engine
+        if eng is None:
+            return {}
+        _, mix, stems, buses = eng._cb
+        out = {s: float(np.abs(stems[i]).max()) for i, s in enumerate(self.sources)}
+        out["mix"] = float(np.abs(mix).max())
+        out["karaoke"] = float(np.abs(buses[0]).max())
+        return out
+
+    def stats(self) -> dict:
+        eng = self._engine
+        return live_stats(
+            eng, backend="jack", client=self.name, xruns=self.xruns,
+            xruns_after_grace=self.xruns_after_grace,
+            max_xrun_delay_us=round(self.max_xrun_delay_us, 1), midi_events=self.midi_events,
+            frame_gaps=self.frame_gaps, first_frame=self.first_frame,
+            ports=[p.name for p in self.outports],
+            shutdown_reason=self.shutdown_reason,
+        )
+
+    def close(self) -> None:
+        """Deactivate and close (also after a server shutdown); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        eng = self._engine
+        if eng is not None:
+            eng.stop()
+        if not self.shutdown_event.is_set():
+            try:
+                self.client.deactivate()
+            except jack.JackError:
+                pass
+        self.client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- JACK's process thread -------------------------------------------------------------
+    def _process(self, frames: int) -> None:
+        """JACK process thread: copy in -> engine -> copy out. No locks, no logging, no
+        raising, no buffers allocated (numpy makes small view objects around JACK's port
+        buffers; that is CPython object churn, not audio-sized memory)."""
+        eng = self._engine
+        outs = self.outports
+        if eng is None or frames > self._blocksize:  # re-configuring: silence until ready
+            for p in outs:
+                p.get_array()[:] = 0.0
+            return
+        t = self.client.last_frame_time
+        if self.first_frame is None:
+            self.first_frame = t
+        elif t != self._next_frame:
+            self.frame_gaps += 1
+        self._next_frame = t + frames
+        inbuf, mix, stems, buses = eng._cb
+        if frames == self._blocksize:
+            inbuf[0] = self.inports[0].get_array()
+            inbuf[1] = self.inports[1].get_array()
+            eng.push(inbuf)
+            eng.pull_into(mix, stems, buses)
+            rows = self._rows
+            for k in range(len(outs)):
+                outs[k].get_array()[:] = rows[k]
+        else:  # a smaller block than configured (allowed: latency stays the same)
+            inbuf[0, :frames] = self.inports[0].get_array()
+            inbuf[1, :frames] = self.inports[1].get_array()
+            eng.push(inbuf[:, :frames])
+            eng.pull_into(mix[:, :frames], stems[:, :, :frames], buses[:, :, :frames])
+            rows = self._rows
+            for k in range(len(outs)):
+                outs[k].get_array()[:] = rows[k][:frames]
+        if self.midi_in.number_of_connections:
+            for _ in self.midi_in.incoming_midi_events():
+                self.midi_events += 1
+
+    # -- JACK's notification thread --------------------------------------------------------
+    def _on_xrun(self, delayed_usecs: float) -> None:
+        """Notification thread: count it (and separately once past the start-up grace)."""
+        self.xruns += 1
+        self.max_xrun_delay_us = max(self.max_xrun_delay_us, float(delayed_usecs))
+        if self._activated_at is not None and \
+                time.monotonic() - self._activated_at > _XRUN_GRACE_S:
+            self.xruns_after_grace += 1
+
+    def _on_shutdown(self, status, reason: str) -> None:
+        """JACK's thread, like a signal handler: record why and wake the main thread."""
+        self.shutdown_reason = reason
+        self.shutdown_event.set()
+
+    def _on_blocksize(self, blocksize: int) -> None:
+        """Notification thread: a smaller block fits the engine; a larger one needs a new
+        engine, built by :meth:`poll` on the main thread."""
+        eng = self._engine
+        if eng is not None and blocksize <= eng.block_size and self._reconfigure is None:
+            return
+        self._reconfigure = (self.client.samplerate, blocksize)
+
+    def _on_samplerate(self, rate: int) -> None:
+        """Notification thread: a new rate needs new resamplers and latency: ask :meth:`poll`."""
+        eng = self._engine
+        if eng is not None and rate == eng.sample_rate and self._reconfigure is None:
+            return
+        self._reconfigure = (rate, self.client.blocksize)
+        # the frames still in flight are at the old rate: no silence gap logic needed, the
+        # process callback plays silence while _engine is None
+
+    def _on_latency(self, mode: int, arg) -> None:
+        """Notification thread: publish our latency added to our neighbours' ranges."""
+        try:
+            api = _api()
+            eng = self._engine
+            ours = self._published_latency(eng)
+            if mode == CAPTURE:
+                lo, hi = self._combine(self.inports, CAPTURE)
+                for p in self.outports:
+                    api.set(p, CAPTURE, lo + ours, hi + ours)
+            else:
+                lo, hi = self._combine(self.outports, PLAYBACK)
+                for p in self.inports:
+                    api.set(p, PLAYBACK, lo + ours, hi + ours)
+        except Exception as exc:  # noqa: BLE001 - a C callback must not raise
+            self.latency_error = f"{type(exc).__name__}: {exc}"
+
+    @staticmethod
+    def _published_latency(eng) -> int:
+        return 0 if eng is None else eng.latency_samples  # None: mid re-configuration
+
+    @staticmethod
+    def _combine(ports, mode) -> tuple[int, int]:
+        ranges = [_api().get(p, mode) for p in ports]
+        return min(r[0] for r in ranges), max(r[1] for r in ranges)

@@ -1,0 +1,114 @@
+"""Test-side JACK clients: a player that plays a known signal and a recorder that records ports.
+
+They are two clients (not one), so the graph player -> livestems -> recorder has no cycle and
+every port is recorded in the same JACK cycle the player fed. Both index by JACK frame time:
+recorded sample ``i`` of every port is the cycle-aligned frame ``start + i``, and player sample
+``i`` goes out at frame ``start + i``.
+"""
+
+import os
+import re
+import subprocess
+import time
+
+import jack
+import numpy as np
+
+
+class PlayRecord:
+    def __init__(self, servername, signal, record, total, *, prefix="lstest"):
+        self.signal = np.ascontiguousarray(signal, dtype=np.float32)  # [2, T]
+        self.rec = np.zeros((len(record), total), dtype=np.float32)
+        self.total = total
+        self.start = None
+        self.xruns = 0
+        self.player = jack.Client(f"{prefix}-player", servername=servername,
+                                  no_start_server=True)
+        self.recorder = jack.Client(f"{prefix}-rec", servername=servername,
+                                    no_start_server=True)
+        self.outs = [self.player.outports.register(p) for p in ("out_L", "out_R")]
+        self.ins = [self.recorder.inports.register(f"rec_{i}") for i in range(len(record))]
+        self.targets = record
+        self.player.set_process_callback(self._play)
+        self.recorder.set_process_callback(self._record)
+        self.recorder.set_xrun_callback(self._xrun)
+        self.player.activate()
+        self.recorder.activate()
+        for port, target in zip(self.ins, record):
+            self.recorder.connect(target, port)
+
+    def _xrun(self, usecs):
+        self.xruns += 1
+
+    def connect_to(self, left, right):
+        self.player.connect(self.outs[0], left)
+        self.player.connect(self.outs[1], right)
+
+    def _play(self, frames):
+        t = self.player.last_frame_time
+        for ch, port in enumerate(self.outs):
+            buf = port.get_array()
+            buf[:] = 0.0
+            if self.start is None:
+                continue
+            i = t - self.start
+            a, b = max(i, 0), min(i + frames, self.signal.shape[1])
+            if b > a:
+                buf[a - i:b - i] = self.signal[ch, a:b]
+
+    def _record(self, frames):
+        if self.start is None:
+            return
+        i = self.player.last_frame_time - self.start
+        a, b = max(i, 0), min(i + frames, self.total)
+        if b > a:
+            for k, port in enumerate(self.ins):
+                self.rec[k, a:b] = port.get_array()[a - i:b - i]
+
+    def play(self, lead_frames=256 * 40, timeout_s=None):
+        """Start playing ``lead_frames`` from now (cycle aligned); wait until all is recorded."""
+        period = self.player.blocksize
+        lead = -(-lead_frames // period) * period
+        self.start = self.player.last_frame_time + lead
+        duration = (lead + self.total) / self.player.samplerate
+        deadline = time.monotonic() + (timeout_s or duration * 3 + 10)
+        while self.player.last_frame_time < self.start + self.total + 2 * period:
+            if time.monotonic() > deadline:
+                raise TimeoutError("recording did not finish")
+            time.sleep(0.05)
+        return self.rec
+
+    def close(self):
+        for c in (self.player, self.recorder):
+            c.deactivate()
+            c.close()
+
+
+def lsp_capture_latency(servername, port):
+    """Capture latency range of ``port`` as `jack_lsp -l` (not our code) reports it."""
+    out = subprocess.run(["jack_lsp", "-l", port], capture_output=True, text=True,
+                         env=dict(os.environ, JACK_DEFAULT_SERVER=servername), check=True).stdout
+    m = re.search(r"port capture latency = \[ (\d+) (\d+) \]", out)
+    assert m, out
+    return int(m.group(1)), int(m.group(2))
+
+
+def wait_for_ports(servername, names, timeout_s=30):
+    client = jack.Client("lstest-wait", servername=servername, no_start_server=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            have = {p.name for p in client.get_ports()}
+            if all(n in have for n in names):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"ports {names} did not appear; have {sorted(have)}")
+            time.sleep(0.1)
+    finally:
+        client.close()
+
+
+def error_db(got, want):
+    """Error energy relative to the reference's, in dB."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return 10 * np.log10((np.sum((got - want) ** 2) + 1e-20) / (np.sum(want ** 2) + 1e-20))
