@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import music_like
+from signals import music_like
 
 from livestems.model.center import CenterCancel
 from livestems.model.protocol import Separator, stream_offline

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import music_like
+from signals import music_like
 
 
 def run_cli(*args, timeout=600):
