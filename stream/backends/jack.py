@@ -31,6 +31,7 @@ re-configuration they ask for (a new engine for a new rate or a larger block) is
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -51,6 +52,7 @@ CAPTURE, PLAYBACK = 0, 1  # jack_latency_callback_mode_t
 # worker to let go; 0.5 ms bounds that wait well inside the period.
 _SWITCH_INTERVAL_S = 0.0005
 _XRUN_GRACE_S = 0.1  # JACK reports spurious xruns right after activation (DESIGN.md)
+_MAX_GAP_BLOCKS = 16  # skipped cycles we make up for with silence (longer: just count them)
 
 
 class _LatencyApi:
@@ -158,6 +160,7 @@ class JackHost:
         self._activated_at: float | None = None
         self._next_frame = -1
         self._closed = False
+        self._error_shown = False
         try:
             self.inports = [self.client.inports.register(p) for p in ("in_L", "in_R")]
             self.outports = [self.client.outports.register(p) for p in port_layout(self.sources)]
@@ -221,6 +224,10 @@ class JackHost:
 
     def activate(self) -> "JackHost":
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
+        # everything built so far lives for the whole run: move it out of the collector's
+        # view so a full collection (which can run inside the process callback) stays short
+        gc.collect()
+        gc.freeze()
         self._engine.start()
         self._activated_at = time.monotonic()
         self.client.activate()
@@ -302,6 +309,11 @@ class JackHost:
                     got=self.shutdown_reason or "no reason given",
                     fix="restart jackd, then livestems jack")
             self.poll()
+            err = self._engine.worker_error if self._engine is not None else None
+            if err is not None and not self._error_shown and tick is None:
+                self._error_shown = True  # once; the view shows it on its own screen
+                print(f"model error, playing the dry input from now on: {err}",
+                      file=sys.stderr, flush=True)
             if tick is not None and tick() is False:
                 return
             if end is not None and time.monotonic() >= end:
@@ -334,6 +346,7 @@ class JackHost:
         if self._closed:
             return
         self._closed = True
+        gc.unfreeze()  # let the collector reclaim the client, engine and resamplers again
         eng = self._engine
         if eng is not None:
             eng.stop()
@@ -362,12 +375,23 @@ class JackHost:
                 p.get_array()[:] = 0.0
             return
         t = self.client.last_frame_time
+        inbuf, mix, stems, buses = eng._cb
         if self.first_frame is None:
             self.first_frame = t
         elif t != self._next_frame:
             self.frame_gaps += 1
-        self._next_frame = t + frames
-        inbuf, mix, stems, buses = eng._cb
+            # after an xrun the server may skip our process call: feed the engine silence for
+            # the frames we never saw, so output frame t stays the estimate for input frame
+            # t - latency (the latency JACK was told) instead of drifting by a period
+            gap = (t - self._next_frame) & 0xFFFFFFFF  # frame time is a wrapping uint32
+            if gap <= _MAX_GAP_BLOCKS * self._blocksize:
+                inbuf[:] = 0.0
+                while gap > 0:
+                    k = min(gap, self._blocksize)
+                    eng.push(inbuf[:, :k])
+                    eng.pull_into(mix[:, :k], stems[:, :, :k], buses[:, :, :k])
+                    gap -= k
+        self._next_frame = (t + frames) & 0xFFFFFFFF
         if frames == self._blocksize:
             inbuf[0] = self.inports[0].get_array()
             inbuf[1] = self.inports[1].get_array()
