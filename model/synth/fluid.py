@@ -5,8 +5,9 @@ sample positions and audio is pulled with ``fluid_synth_write_float`` in between
 renders at hundreds of times real time. FluidSynth's own reverb and chorus are off; the mixer
 (:mod:`.mix`) adds those, per stem, so the stems stay separable and sum to the mixture.
 
-One synthesiser per process and sound font is kept (loading FluidR3_GM takes ~0.2 s); it is
-reset between tracks, so a track's audio depends only on its own events.
+One instance per process and sound font keeps the sound font's samples cached (loading
+FluidR3_GM takes ~0.2 s); each track is played by a fresh synthesiser made from it, so a
+track's audio depends only on its own events (events land on FluidSynth's 64-sample blocks).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def _load_library() -> ctypes.CDLL:
         "fluid_synth_cc": (ci, [vp, ci, ci, ci]),
         "fluid_synth_pitch_bend": (ci, [vp, ci, ci]),
         "fluid_synth_system_reset": (ci, [vp]),
+        "fluid_synth_all_sounds_off": (ci, [vp, ci]),
         "fluid_synth_write_float": (ci, [vp, ci, vp, ci, ci, vp, ci, ci]),
         "fluid_set_log_function": (vp, [ci, vp, vp]),
     }
@@ -176,16 +178,32 @@ class FluidRenderer:
         Returns:
             float32 ``[2, n_samples]``, the sound font's own stereo image, linear full scale.
         """
-        lib, syn = self._lib, self._synth
-        sr = self.sample_rate
+        lib = self._lib
         chan = DRUM_CHANNEL if drums else 0
         bank = 128 if drums else 0
-        lib.fluid_synth_system_reset(syn)
+        # A fresh synthesiser per track: FluidSynth renders ahead in blocks and lets killed
+        # voices fade, so a reused one leaks the previous track's tail into this one and
+        # shifts event timing by its block phase. The sample data stays cached by the
+        # long-lived instance, so this costs ~70 ms, not a sound-font load.
+        syn = lib.new_fluid_synth(self._settings)
+        if not syn:
+            raise FluidError("FluidSynth could not create a synthesiser (out of memory?)")
+        try:
+            sfid = lib.fluid_synth_sfload(syn, str(self.soundfont).encode(), 1)
+            if sfid < 0:
+                raise FluidError(f"FluidSynth cannot load sound font {self.soundfont}")
+            return self._render(syn, sfid, notes, program, n_samples, chan, bank, drums,
+                                controls or {})
+        finally:
+            lib.delete_fluid_synth(syn)
+
+    def _render(self, syn, sfid, notes, program, n_samples, chan, bank, drums, controls):
+        lib, sr = self._lib, self.sample_rate
         if not self.has_preset(bank, program):
             program = 0
-        if lib.fluid_synth_program_select(syn, chan, self._sfid, bank, int(program)) != 0:
+        if lib.fluid_synth_program_select(syn, chan, sfid, bank, int(program)) != 0:
             raise FluidError(f"sound font {self.soundfont} has no bank {bank} program {program}")
-        for num, val in (controls or {}).items():
+        for num, val in controls.items():
             lib.fluid_synth_cc(syn, chan, int(num), int(val))
         # (sample, order, kind, key, value): note-offs sort before note-ons at the same sample,
         # so a repeated key retriggers instead of being cut by its own release
@@ -204,7 +222,7 @@ class FluidRenderer:
         for when, kind, key, vel, bend in events:
             when = min(max(when, 0), n_samples)
             if when > pos:
-                self._write(left, right, pos, when - pos)
+                self._write(syn, left, right, pos, when - pos)
                 pos = when
             if kind == 1:
                 if not drums:
@@ -213,12 +231,12 @@ class FluidRenderer:
             else:
                 lib.fluid_synth_noteoff(syn, chan, key)
         if pos < n_samples:
-            self._write(left, right, pos, n_samples - pos)
+            self._write(syn, left, right, pos, n_samples - pos)
         return out
 
-    def _write(self, left: np.ndarray, right: np.ndarray, pos: int, count: int) -> None:
+    def _write(self, syn, left: np.ndarray, right: np.ndarray, pos: int, count: int) -> None:
         # write_float takes a pointer and an offset; the arrays are C-contiguous float32
-        self._lib.fluid_synth_write_float(self._synth, count, left.ctypes.data, pos, 1,
+        self._lib.fluid_synth_write_float(syn, count, left.ctypes.data, pos, 1,
                                           right.ctypes.data, pos, 1)
 
 

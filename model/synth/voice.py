@@ -1,6 +1,6 @@
 """Sung vocals from speech: espeak-ng says each word, WORLD re-pitches and stretches it to a note.
 
-espeak-ng (through ``libespeak-ng``) gives intelligible words with real consonants and vowel
+espeak-ng gives intelligible words with real consonants and vowel
 formants but a robotic, spoken prosody. Each word is analysed once with the WORLD vocoder
 (pyworld: DIO + StoneMask pitch, CheapTrick spectral envelope, D4C aperiodicity) and then sung:
 
@@ -18,13 +18,14 @@ synthesis of its phrases.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
-import threading
+import io
+import shutil
+import subprocess
 from dataclasses import dataclass
 
 import numpy as np
+import soundfile as sf
 
 __all__ = ["LYRIC_WORDS", "SungNote", "Singer", "VoiceError", "say", "sing_phrase"]
 
@@ -79,64 +80,25 @@ class SungNote:
 # --------------------------------------------------------------------------------------------
 # espeak-ng
 
-class _Espeak:
-    """The espeak-ng library in synchronous mode: one global engine, guarded by a lock."""
-
-    def __init__(self):
-        name = ctypes.util.find_library("espeak-ng")
-        if name is None:
-            raise VoiceError(f"libespeak-ng not found: expected the espeak-ng shared library. "
-                             f"Fix: {_ESPEAK_FIX}")
-        lib = ctypes.CDLL(name)
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                     ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-        self.sample_rate = lib.espeak_Initialize(2, 0, None, 0)  # AUDIO_OUTPUT_SYNCHRONOUS
-        if self.sample_rate <= 0:
-            raise VoiceError(f"espeak-ng failed to initialise (its data files missing?). "
-                             f"Fix: {_ESPEAK_FIX}")
-        self._chunks: list[np.ndarray] = []
-        cb_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
-                                   ctypes.c_void_p)
-
-        def callback(wav, count, _events):
-            if count > 0 and wav:
-                self._chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
-            return 0
-
-        self._callback = cb_type(callback)  # keep alive: espeak holds the pointer
-        lib.espeak_SetSynthCallback(self._callback)
-        self._lib = lib
-        self.lock = threading.Lock()
-
-    def say(self, text: str, voice: str, rate_wpm: int) -> np.ndarray:
-        lib = self._lib
-        with self.lock:
-            if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise VoiceError(f"espeak-ng has no voice {voice!r}: expected e.g. 'en-us' or "
-                                 f"'en-us+f3' (espeak-ng --voices lists them)")
-            lib.espeak_SetParameter(1, int(rate_wpm), 0)  # espeakRATE
-            lib.espeak_SetParameter(3, 50, 0)  # espeakPITCH: neutral, replaced anyway
-            lib.espeak_SetParameter(4, 0, 0)  # espeakRANGE: monotone makes analysis steadier
-            self._chunks.clear()
-            data = text.encode() + b"\0"
-            lib.espeak_Synth(data, len(data), 0, 0, 0, 1, None, None)  # espeakCHARS_UTF8
-            lib.espeak_Synchronize()
-            wav = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-        return wav.astype(np.float64) / 32768.0
-
-
-@functools.lru_cache(maxsize=1)
-def _espeak() -> _Espeak:
-    return _Espeak()
-
-
 def say(text: str, voice: str = "en-us", rate_wpm: int = 120) -> tuple[np.ndarray, int]:
-    """Speak ``text`` with espeak-ng: (float64 mono samples in [-1, 1], sample rate in Hz)."""
-    eng = _espeak()
-    return eng.say(text, voice, rate_wpm), eng.sample_rate
+    """Speak ``text`` with espeak-ng: (float64 mono samples in [-1, 1], sample rate in Hz).
+
+    Runs the ``espeak-ng`` program once per call. The library keeps state between
+    utterances (its output for a word depends on what was said before), so each word gets a
+    fresh process: the same word and voice always give the same samples (~15 ms a call).
+    """
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise VoiceError(f"espeak-ng not found on PATH: expected the espeak-ng program. "
+                         f"Fix: {_ESPEAK_FIX}")
+    proc = subprocess.run([exe, "-v", voice, "-s", str(int(rate_wpm)), "-p", "50", "--stdout",
+                           text], capture_output=True, stdin=subprocess.DEVNULL)
+    err = proc.stderr.decode(errors="replace").strip()
+    if proc.returncode != 0 or "not found" in err.lower() or len(proc.stdout) <= 44:
+        raise VoiceError(f"espeak-ng has no voice {voice!r} or failed ({err or proc.returncode}): "
+                         f"expected e.g. 'en-us' or 'en-us+f3' (espeak-ng --voices lists them)")
+    audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="float64")
+    return (audio if audio.ndim == 1 else audio.mean(axis=1)), int(sr)
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,6 +111,7 @@ class _Word:
     ap: np.ndarray  # [F, bins]
     v0: int  # first frame of the voiced nucleus
     v1: int  # one past its last frame
+    sample_rate: int  # of the analysis (espeak's 22050 Hz)
 
 
 def _pyworld():
@@ -161,8 +124,8 @@ def _pyworld():
 
 
 @functools.lru_cache(maxsize=1024)
-def _analyse(word: str, voice: str, sample_rate: int) -> _Word:
-    """WORLD parameters of ``word`` spoken by ``voice``, extended to ``sample_rate``."""
+def _analyse(word: str, voice: str) -> _Word:
+    """WORLD parameters of ``word`` spoken by ``voice``, at espeak's rate (22050 Hz)."""
     pw = _pyworld()
     x, sr = say(word, voice, 110)
     if x.size == 0:
@@ -189,19 +152,9 @@ def _analyse(word: str, voice: str, sample_rate: int) -> _Word:
         _, v0, v1 = max(runs)
     else:
         v0, v1 = 0, len(f0)
-    # extend the envelope to the synthesis rate: with CheapTrick's fft size proportional to the
-    # rate, bins keep their spacing, so the low band copies over and the new band above the
-    # source's Nyquist gets a steep roll-off and fully aperiodic (breath-like) excitation
-    bins = pw.get_cheaptrick_fft_size(sample_rate) // 2 + 1
-    if bins > sp.shape[1]:
-        k = np.arange(sp.shape[1], bins)
-        roll = (k / (sp.shape[1] - 1.0)) ** -6.0
-        sp = np.concatenate([sp, sp[:, -8:].mean(axis=1, keepdims=True) * roll[None]], axis=1)
-        ap = np.concatenate([ap, np.ones((ap.shape[0], bins - ap.shape[1]))], axis=1)
-    else:
-        sp, ap = sp[:, :bins], ap[:, :bins]
     sp = sp / max(float(np.mean(np.sum(sp[v0:v1], axis=1))), 1e-20)
-    return _Word(voiced, np.ascontiguousarray(sp), np.ascontiguousarray(ap), int(v0), int(v1))
+    return _Word(voiced, np.ascontiguousarray(sp), np.ascontiguousarray(ap), int(v0), int(v1),
+                 int(sr))
 
 
 def _hann_smooth(x: np.ndarray, width: int) -> np.ndarray:
@@ -228,7 +181,8 @@ def sing_phrase(notes: list[SungNote], singer: Singer, rng: np.random.Generator,
     if not notes:
         raise ValueError("sing_phrase needs at least one note")
     fp = FRAME_MS / 1000.0
-    words = [_analyse(nt.word, singer.voice, sample_rate) for nt in notes]
+    words = [_analyse(nt.word, singer.voice) for nt in notes]
+    world_sr = words[0].sample_rate
     lead = 0.25  # seconds of room before the first note for its consonant
     t0 = notes[0].start_s - lead
     tail = 0.4
@@ -293,7 +247,7 @@ def sing_phrase(notes: list[SungNote], singer: Singer, rng: np.random.Generator,
     f0 = np.where(voiced, 440.0 * 2.0 ** ((pitch - 69.0) / 12.0), 0.0)
 
     # timbre: formant shift (warp the envelope), breathiness (aperiodicity above 2 kHz)
-    freqs = np.arange(bins) * (sample_rate / 2.0) / (bins - 1)
+    freqs = np.arange(bins) * (world_sr / 2.0) / (bins - 1)
     if abs(singer.formant_shift - 1.0) > 1e-3:
         src_bin = np.arange(bins) / singer.formant_shift
         i0 = np.clip(np.floor(src_bin).astype(int), 0, bins - 1)
@@ -305,5 +259,31 @@ def sing_phrase(notes: list[SungNote], singer: Singer, rng: np.random.Generator,
     # shimmer: small slow loudness wobble, part of what makes a held note sound alive
     sp *= (1.0 + 0.08 * _hann_smooth(rng.standard_normal(n_frames), 12))[:, None] ** 2
     y = pw.synthesize(np.ascontiguousarray(f0), np.ascontiguousarray(sp),
-                      np.ascontiguousarray(np.clip(ap, 0.0, 1.0)), sample_rate, FRAME_MS)
+                      np.ascontiguousarray(np.clip(ap, 0.0, 1.0)), world_sr, FRAME_MS)
+    if sample_rate != world_sr:
+        y = _to_rate(y, world_sr, sample_rate, rng)
     return t0, y
+
+
+def _to_rate(y: np.ndarray, sr_in: int, sr_out: int, rng: np.random.Generator) -> np.ndarray:
+    """Resample WORLD's output and, above its Nyquist, add "air": noise following the
+    envelope of the voice's 5-10 kHz band, continuing its level (sibilants and breath of a
+    real vocal reach 16 kHz and more; a model must not learn that vocals stop at 11 kHz)."""
+    import soxr
+    from scipy.signal import sosfilt
+
+    from .mix import biquad
+
+    out = soxr.resample(y, sr_in, sr_out, quality="HQ")
+    if sr_out <= sr_in:
+        return out
+    band = sosfilt(np.concatenate([biquad("highpass", 5000.0, sr_in, 0.7),
+                                   biquad("lowpass", 10000.0, sr_in, 0.7)]), y)
+    k = max(1, int(0.01 * sr_in))
+    env = np.sqrt(np.convolve(band * band, np.ones(k) / k, mode="same"))
+    env = np.interp(np.arange(out.size) * (sr_in / sr_out), np.arange(env.size), env)
+    noise = sosfilt(np.concatenate([biquad("highpass", 0.45 * sr_in, sr_out, 0.7),
+                                    biquad("highpass", 0.45 * sr_in, sr_out, 0.7),
+                                    biquad("highshelf", 14000.0, sr_out, 0.7, -9.0)]),
+                    rng.standard_normal(out.size))
+    return out + 0.35 * env * noise
