@@ -1,8 +1,12 @@
 """Named separators and model files: what `--model NAME|PATH` resolves to.
 
-A name picks a built-in separator; a path picks a model description on disk. Model files are
-JSON configs (``{"class": ..., "args": {...}}``), optionally beside a ``.safetensors`` file of
-weights; nothing here unpickles.
+A name picks a built-in separator (the DSP baseline, or a causal hybrid preset from
+:mod:`.presets`); a path picks a model description on disk. Model files are JSON configs: either
+``{"class": "CenterCancel", "args": {...}}`` (no weights), or a livestems model file (class,
+args, sources, sample rate, provenance, sha256) beside its ``.safetensors`` weights, see
+:mod:`.checkpoint`. A causal hybrid model becomes a :class:`StreamingHybrid`; an offline
+(official Hybrid Demucs) model a :class:`WindowedHybrid`. Nothing here unpickles: a ``.th``
+or ``.pt`` path is refused with the ``import-demucs`` command to run instead.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ import json
 from pathlib import Path
 
 from .center import CenterCancel
+from .presets import PRESETS, build_preset
 
-__all__ = ["DEFAULT_MODEL", "MODELS", "load_separator", "describe_models"]
+__all__ = ["DEFAULT_MODEL", "MODELS", "load_separator", "describe_models", "ModelError",
+           "load_model_file"]
 
 #: the separator used when no model is named (the DSP baseline until a learned default ships)
 DEFAULT_MODEL = "center"
@@ -21,6 +27,8 @@ MODELS = {
     "center": (CenterCancel, "DSP centre-channel karaoke baseline: vocals, accompaniment; "
                              "no weights, 5.8 ms latency at 44.1 kHz"),
 }
+for _name, _preset in PRESETS.items():
+    MODELS[_name] = (lambda _n=_name: build_preset(_n), _preset.describe())
 _CLASSES = {"CenterCancel": CenterCancel}
 
 
@@ -33,12 +41,43 @@ def describe_models() -> str:
     return "\n".join(f"  {name:10s} {desc}" for name, (_, desc) in MODELS.items())
 
 
-def load_separator(name_or_path: str | None = None):
-    """Build the separator named ``name_or_path`` (default :data:`DEFAULT_MODEL`)."""
+def load_model_file(path: Path, device: str = "cpu", **options):
+    """A livestems model file (JSON + safetensors) as a separator: causal nets stream
+    (:class:`StreamingHybrid`), offline nets run windowed (:class:`WindowedHybrid`, with
+    ``options`` as its hop/context/lookahead)."""
+    from .checkpoint import CheckpointError, load_model
+    from .hybrid.causal import CausalHybridNet
+    from .hybrid.streaming import StreamingHybrid
+    from .hybrid.windowed import WindowedHybrid
+
+    try:
+        net = load_model(path)
+    except CheckpointError as exc:
+        raise ModelError(str(exc)) from None
+    if isinstance(net, CausalHybridNet):
+        return StreamingHybrid(net, device=device, **options)
+    return WindowedHybrid(net, device=device, **options)
+
+
+def load_separator(name_or_path: str | None = None, device: str = "cpu"):
+    """Build the separator named ``name_or_path`` (default :data:`DEFAULT_MODEL`).
+
+    ``device`` ('cpu', 'cuda') applies to the hybrid networks (presets and model files); on
+    'cuda' the causal nets run their hop as a CUDA graph.
+    """
     spec = name_or_path or DEFAULT_MODEL
+    if spec in PRESETS:
+        return build_preset(spec, device=device)
     if spec in MODELS:
         return MODELS[spec][0]()
     path = Path(spec)
+    from .checkpoint import PICKLE_SUFFIXES, CheckpointError, refuse_pickle
+
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        try:
+            refuse_pickle(path)
+        except CheckpointError as exc:
+            raise ModelError(str(exc)) from None
     if not path.exists():
         raise ModelError(
             f"unknown model {spec!r}: not a built-in name and no such file.\n"
@@ -55,6 +94,8 @@ def load_separator(name_or_path: str | None = None):
         raise ModelError(f"cannot read model config {spec!r}: {exc}") from None
     if not isinstance(cfg, dict) or "class" not in cfg:
         raise ModelError(f"model config {spec!r} has no \"class\" key")
+    if "weights" in cfg:  # a livestems model file: network + weights
+        return load_model_file(path, device=device)
     cls = _CLASSES.get(cfg["class"])
     if cls is None:
         raise ModelError(
