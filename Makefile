@@ -6,7 +6,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DEBS := ffmpeg jackd2 libjack-jackd2-dev libportaudio2 espeak-ng fluidsynth fluid-soundfont-gm
+# ffmpeg: NI stems and mp4 decoding; jackd2 + libportaudio2: live audio and its tests;
+# espeak-ng, fluidsynth, fluid-soundfont-gm: the synthetic training data; the rest builds and
+# hosts the C bridge and the plugin (dpf-source, lv2 tools, a C/C++ toolchain)
+DEBS := ffmpeg jackd2 libjack-jackd2-dev libportaudio2 espeak-ng fluidsynth fluid-soundfont-gm \
+        dpf-source lv2-dev lv2file lilv-utils sordi g++ make
 
 .PHONY: demo test deps venv clean
 
