@@ -8,8 +8,6 @@ NAME = "jack"
 
 
 def add_parser(sub) -> None:
-    from livestems.model.registry import DEFAULT_MODEL
-
     p = sub.add_parser(
         NAME,
         help="run as a JACK client: per-stem output ports, mix, karaoke",
@@ -20,9 +18,21 @@ def add_parser(sub) -> None:
             "mix_L/R (the stem mixer, MIDI-controlled) and karaoke_L/R (every stem but "
             "vocals); a MIDI input port midi_in. The latency (model + hop + JACK period, plus "
             "the resamplers when the server's rate is not the model's) is published as JACK "
-            "port latency so hosts can compensate. Runs until Ctrl-C, `q` in --view, "
-            "--seconds, or the server stopping (exit code 6)."),
+            "port latency so hosts can compensate. MIDI on midi_in drives the mixer through "
+            "the default mapping (a generic 4-fader controller) or --map; `livestems midi` "
+            "has learn, feedback and the other MIDI options. Runs until Ctrl-C, `q` in "
+            "--view, --seconds, or the server stopping (exit code 6)."),
     )
+    add_jack_arguments(p)
+    p.add_argument("--map", default=None, metavar="FILE.toml",
+                   help="MIDI mapping for midi_in (default: the generic 4-fader mapping "
+                        "shipped with livestems; 'none': no MIDI control). See docs/MIDI.md")
+
+
+def add_jack_arguments(p) -> None:
+    """The options every JACK-client command shares (`jack`, `midi`)."""
+    from livestems.model.registry import DEFAULT_MODEL
+
     p.add_argument("--name", default="livestems", help="JACK client name (default livestems)")
     p.add_argument("--server", default=None, metavar="NAME",
                    help="JACK server name (default: $JACK_DEFAULT_SERVER, else 'default')")
@@ -39,6 +49,11 @@ def add_parser(sub) -> None:
                         "server, 44.1 kHz model): HQ is clean (~-100 dB aliasing) but adds "
                         "~40 ms at 48 kHz; LQ adds ~11 ms and is audibly noisier on bright "
                         "material. Run the server at the model's rate to add nothing")
+    p.add_argument("--key", type=float, default=None, metavar="SEMITONES",
+                   help="run the stems through the key shifter, starting at SEMITONES "
+                        "(-12..12); the key.shift parameter (MIDI) then changes it live. The "
+                        "shifter adds ~30 ms of latency (published); without --key there is "
+                        "no shifter and key.shift does nothing")
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after this long (default: run until stopped)")
     p.add_argument("--view", action="store_true",
@@ -50,6 +65,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    return serve(args)
+
+
+def serve(args, *, midi_feedback: bool = False) -> int:
+    """Run the JACK client until stopped; MIDI control from ``args.map`` unless 'none'
+    (``livestems midi`` adds its own options to ``args``, see cmd_midi)."""
     from livestems.dsp.warmup import warmup
     from livestems.model.registry import load_separator
 
@@ -66,11 +87,27 @@ def run(args) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     warmup()
     sep = load_separator(args.model)
+    if getattr(args, "key", None) is not None:
+        from .pitch import KeyShiftedSeparator, check_semitones
+
+        try:
+            semis = check_semitones(args.key)
+        except ValueError as exc:
+            print(f"error: --key: {exc}", file=sys.stderr)
+            return 2
+        sep = KeyShiftedSeparator(sep, semis)
+    from .cmd_midi import start_midi
+
     host = JackHost(sep, name=args.name, servername=args.server,
-                    resample_quality=args.resample_quality)
+                    resample_quality=args.resample_quality, midi_feedback=midi_feedback)
+    ctl = None
     try:
         eng = host.engine
+        if getattr(args, "map", None) != "none":
+            ctl = start_midi(host, args)  # checks the mapping before audio starts
         host.activate()
+        if ctl is not None:
+            ctl.start()
         if args.connect:
             for a, b in host.connect_input(args.connect):
                 print(f"connected {a} -> {b}")
@@ -84,19 +121,32 @@ def run(args) -> int:
         print(f"latency {eng.latency_samples} samples = {1000 * eng.latency_samples / eng.sample_rate:.2f} ms"
               f" (published on the output ports; resamplers {eng.resampler_latency_samples})")
         print("ports: " + " ".join(p.name for p in host.inports + host.outports)
-              + f" {host.midi_in.name}", flush=True)
+              + f" {host.midi_in.name}" + (f" {host.midi_out.name}" if host.midi_out else ""),
+              flush=True)
         try:
             if args.view:
+                from .cmd_midi import MidiView
                 from .live_view import LiveView
 
-                with LiveView(title, host.stats, host.levels) as view:
+                if ctl is not None:
+                    view = MidiView(title, host.stats, host.levels, ctl)
+                else:
+                    view = LiveView(title, host.stats, host.levels)
+                with view:
                     host.run(args.seconds, tick=view.tick)
             else:
                 host.run(args.seconds)
         except KeyboardInterrupt:  # Ctrl-C / SIGTERM is how a live client is normally stopped
             pass
     finally:
+        if ctl is not None:
+            ctl.stop()
         st = host.stats()
+        if ctl is not None:
+            st["midi"] = ctl.stats()
+            st["params"] = host.params.snapshot()
+        if hasattr(sep, "semitones"):
+            st["key_semitones"] = sep.semitones
         host.close()
         if args.stats:
             write_stats_json(args.stats, st)

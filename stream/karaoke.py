@@ -1,7 +1,12 @@
-"""Live karaoke: vocals removed from whatever plays on an input, with an optional guide vocal.
+"""Live karaoke: vocals removed from whatever plays on an input, with an optional guide vocal,
+an optional key shift and an optional microphone.
 
 The engine's mix bus is the karaoke mix: every stem at unity except ``vocals``, which is muted
-or kept at the guide level (``--guide-db``). The audio flows through
+or kept at the guide level (``--guide-db``). A key shift (``--key``) wraps the separator in
+:class:`~livestems.stream.pitch.KeyShiftedSeparator`, so it runs on the worker thread and its
+delay is part of the published latency. A microphone (``--mic``: extra channels of the input
+device) runs through :class:`~livestems.stream.mic.MicChain` (pyo: gate, compressor, reverb)
+inside the audio callback and is added to the output. The audio flows through
 :class:`~livestems.stream.backends.portaudio.PortAudioHost`; the main thread runs the live view
 (or just waits) until `q`, Ctrl-C, or ``seconds``.
 """
@@ -17,8 +22,15 @@ __all__ = ["run_karaoke"]
 def run_karaoke(*, input=None, output=None, guide_db: float | None = None, rate=None,
                 blocksize: int = 256, latency="low", model=None, seconds: float | None = None,
                 view: bool = True, resample_quality: str = "HQ", stats_path=None,
+                key: float | None = None, key_grain_ms: float | None = None,
+                guide_original_key: bool = False, mic: str | None = None,
+                mic_db: float = 0.0, mic_gate_db: float = -45.0, mic_reverb: float = 0.25,
                 out=sys.stdout) -> dict:
-    """Run karaoke until stopped; returns the final stats (see ``live_stats``)."""
+    """Run karaoke until stopped; returns the final stats (see ``live_stats``).
+
+    ``key``: semitones (-12..12) to shift the music by, None for no shifter at all (no added
+    latency). ``mic``: "3" or "3,4", 1-based input channels of the microphone.
+    """
     from livestems.dsp.warmup import warmup
     from livestems.model.registry import load_separator
 
@@ -26,10 +38,26 @@ def run_karaoke(*, input=None, output=None, guide_db: float | None = None, rate=
     from .backends.portaudio import PortAudioHost
     from .live_view import LiveView
 
+    from .mic import MicChain, parse_mic_channels
+    from .pitch import DEFAULT_GRAIN_MS, KeyShiftedSeparator
+
+    mic_channels = parse_mic_channels(mic) if mic else ()
     warmup()
     sep = load_separator(model)
+    shifter = None
+    if key is not None:
+        keep = ("vocals",) if guide_original_key else ()
+        shifter = sep = KeyShiftedSeparator(
+            sep, key, grain_ms=key_grain_ms or DEFAULT_GRAIN_MS,
+            shift_sources=[s for s in sep.sources if s not in keep])
     host = PortAudioHost(sep, input=input, output=output, rate=rate, blocksize=blocksize,
-                         latency=latency, resample_quality=resample_quality)
+                         latency=latency, resample_quality=resample_quality,
+                         mic_channels=mic_channels)
+    chain = None
+    if mic_channels:
+        chain = MicChain(host.rate, blocksize, channels=len(mic_channels), gate_db=mic_gate_db,
+                         reverb_mix=mic_reverb, level_db=mic_db)
+        host.mic = chain
     eng = host.engine
     if "vocals" in eng.sources:
         if guide_db is None:
@@ -46,6 +74,15 @@ def run_karaoke(*, input=None, output=None, guide_db: float | None = None, rate=
              f"{host.rate} Hz, blocks of {blocksize or 'auto'}; guide vocal {guide}")
     d_in, d_out = host.device_latency_s()
     print(title, file=out)
+    if shifter is not None:
+        print(f"key {shifter.semitones:+g} semitones: the shifter adds {shifter.delay_samples} "
+              f"samples = {1000 * shifter.delay_samples / shifter.sample_rate:.1f} ms "
+              f"(included below)", file=out)
+    if chain is not None:
+        print(f"mic on input channel {','.join(str(c + 1) for c in mic_channels)}: gate "
+              f"{mic_gate_db:g} dB, compressor, reverb {mic_reverb:.0%}, level {mic_db:+g} dB; "
+              f"one block ({1000 * blocksize / host.rate:.1f} ms) plus the devices, not "
+              f"delayed with the music", file=out)
     print(f"latency {eng.latency_samples} samples = "
           f"{1000 * eng.latency_samples / host.rate:.1f} ms in livestems, plus the devices' "
           f"{1000 * (d_in + d_out):.1f} ms", file=out, flush=True)
@@ -64,6 +101,8 @@ def run_karaoke(*, input=None, output=None, guide_db: float | None = None, rate=
     finally:
         st = host.stats()
         host.close()
+        if chain is not None:
+            chain.close()
         if stats_path:
             write_stats_json(stats_path, st)
     print(f"done: {st['deadline_misses']} deadline misses, {st['xruns']} xruns "

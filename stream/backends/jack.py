@@ -8,8 +8,10 @@ Ports (``N`` is the client name, ``--name``)::
                                       other for a 4-stem model)
     N:mix_L, N:mix_R                  the stem mixer's bus (gains, mute, solo: MIDI-controlled)
     N:karaoke_L, N:karaoke_R          every stem but vocals, at unity
-    N:midi_in                         MIDI control input (events are counted here; the control
-                                      layer maps them onto the mixer)
+    N:midi_in                         MIDI control input: the process callback copies each
+                                      event's bytes into :attr:`JackHost.midi_ring`; the
+                                      control thread (:mod:`..midicontrol`) parses and maps them
+    N:midi_out                        MIDI feedback (LEDs, motor faders), with midi_feedback
 
 Latency. Every output lags its input by :attr:`Engine.latency_samples` (the model, its hop,
 the host block, and the resamplers when the server's rate is not the model's). It is published
@@ -27,6 +29,12 @@ here. Everything else JACK calls (xrun, shutdown, buffer-size, sample-rate, late
 runs on JACK's non-real-time notification thread and only counts or sets flags; the
 re-configuration they ask for (a new engine for a new rate or a larger block) is done by
 :meth:`JackHost.run` on the main thread, while the process thread plays silence.
+
+Parameters. The host owns one :class:`~livestems.stream.params.ParamSet` (:attr:`params`)
+for its whole life and attaches it to every engine it builds, so MIDI and the CLI keep
+controlling the mix across re-configurations. ``guide.level`` sets the vocals' gain in the
+karaoke bus; ``key.shift`` drives the separator's ``set_semitones`` when it has one (a
+:class:`~livestems.stream.pitch.KeyShiftedSeparator`, ``--key``).
 """
 
 from __future__ import annotations
@@ -40,10 +48,15 @@ import cffi
 import jack
 import numpy as np
 
+from livestems.dsp.kernels import db_to_gain
+
 from ..engine import Engine
+from ..midi import EventRing
+from ..params import ParamSet, stem_params
 from .common import AudioBackendError, ServerShutdownError, karaoke_buses, live_stats
 
-__all__ = ["JackHost", "port_layout", "get_latency_range", "CAPTURE", "PLAYBACK"]
+__all__ = ["JackHost", "JackMidiInput", "port_layout", "get_latency_range", "CAPTURE",
+           "PLAYBACK"]
 
 CAPTURE, PLAYBACK = 0, 1  # jack_latency_callback_mode_t
 
@@ -131,13 +144,15 @@ class JackHost:
         servername: JACK server to join (default: ``$JACK_DEFAULT_SERVER`` or ``default``).
         resample_quality: soxr recipe used when the server's rate differs from the model's.
         crossfade_ms: dry/wet splice time on deadline misses (see :class:`Engine`).
+        midi_feedback: also register ``midi_out`` and send what :meth:`send_midi` queues.
 
     Use :meth:`activate`, then :meth:`run` (or your own loop calling :meth:`poll`), then
     :meth:`close`. Raises :class:`AudioBackendError` when there is no server.
     """
 
     def __init__(self, separator, *, name: str = "livestems", servername: str | None = None,
-                 resample_quality: str = "HQ", crossfade_ms: float = 2.0):
+                 resample_quality: str = "HQ", crossfade_ms: float = 2.0,
+                 midi_feedback: bool = False):
         if separator.channels != 2:
             raise AudioBackendError("the JACK client is stereo", expected="a 2-channel model",
                                     got=f"{separator.channels} channels")
@@ -161,10 +176,22 @@ class JackHost:
         self._next_frame = -1
         self._closed = False
         self._error_shown = False
+        self.params = ParamSet(stem_params(self.sources))
+        if "vocals" in self.sources:
+            self.params.watch("guide.level", self._apply_guide)
+        if hasattr(separator, "set_semitones"):  # a KeyShiftedSeparator (stream/pitch.py)
+            self.params.set("key.shift", separator.semitones)
+            self.params.watch("key.shift", separator.set_semitones)
+        self.midi_ring = EventRing(1024)
+        self.midi_out = None
+        self.midi_out_ring = EventRing(256)
+        self.midi_out_dropped = 0
         try:
             self.inports = [self.client.inports.register(p) for p in ("in_L", "in_R")]
             self.outports = [self.client.outports.register(p) for p in port_layout(self.sources)]
             self.midi_in = self.client.midi_inports.register("midi_in")
+            if midi_feedback:
+                self.midi_out = self.client.midi_outports.register("midi_out")
             self._engine: Engine | None = None
             self._install(self._build(self.client.samplerate, self.client.blocksize))
             self.client.set_process_callback(self._process)
@@ -204,7 +231,20 @@ class JackHost:
         eng.pull_into(mix[:, : blocksize // 2 or 1], stems[:, :, : blocksize // 2 or 1],
                       buses[:, :, : blocksize // 2 or 1])
         eng.reset()
+        eng.mixer.attach(self.params)  # the host's parameters, current values, no ramp
+        eng.mixer.snap()
+        self._apply_guide(self.params.get("guide.level"), eng)
         return eng
+
+    def _apply_guide(self, level_db: float, eng: Engine | None = None) -> None:
+        """Control thread (a ``guide.level`` change) or main thread (a new engine)."""
+        eng = eng or self._engine
+        if eng is not None and "vocals" in self.sources:
+            eng.set_bus_gain("karaoke", "vocals", float(db_to_gain(level_db)))
+
+    def send_midi(self, data: bytes) -> bool:
+        """Control thread: queue one MIDI message for ``midi_out`` (False: dropped)."""
+        return self.midi_out is not None and self.midi_out_ring.put_message(data)
 
     def _install(self, eng: Engine) -> None:
         inbuf, mix, stems, buses = eng._cb
@@ -336,6 +376,7 @@ class JackHost:
             eng, backend="jack", client=self.name, xruns=self.xruns,
             xruns_after_grace=self.xruns_after_grace,
             max_xrun_delay_us=round(self.max_xrun_delay_us, 1), midi_events=self.midi_events,
+            midi_dropped=self.midi_ring.dropped, midi_out_dropped=self.midi_out_dropped,
             frame_gaps=self.frame_gaps, first_frame=self.first_frame,
             ports=[p.name for p in self.outports],
             shutdown_reason=self.shutdown_reason,
@@ -409,8 +450,20 @@ class JackHost:
             for k in range(len(outs)):
                 outs[k].get_array()[:] = rows[k][:frames]
         if self.midi_in.number_of_connections:
-            for _ in self.midi_in.incoming_midi_events():
+            ring = self.midi_ring
+            for offset, buf in self.midi_in.incoming_midi_events():
                 self.midi_events += 1
+                ring.put(t + offset, buf)  # copies the bytes; parsed on the control thread
+        out = self.midi_out
+        if out is not None:
+            out.clear_buffer()  # every cycle: the port's buffer is ours to reset
+            ring = self.midi_out_ring
+            while ring.readable():
+                _, data = ring.get()
+                try:
+                    out.write_midi_event(0, data)
+                except jack.JackError:  # the buffer is full this cycle: drop, count
+                    self.midi_out_dropped += 1
 
     # -- JACK's notification thread --------------------------------------------------------
     def _on_xrun(self, delayed_usecs: float) -> None:
@@ -468,3 +521,82 @@ class JackHost:
     def _combine(ports, mode) -> tuple[int, int]:
         ranges = [_api().get(p, mode) for p in ports]
         return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+
+class JackMidiInput:
+    """Control-thread side of :attr:`JackHost.midi_ring`: a MIDI source for
+    :class:`~livestems.stream.midicontrol.MidiController` that also keeps ``midi_in`` connected.
+
+    Args:
+        host: the running :class:`JackHost`.
+        connect: sources to keep connected: a full port name, a client name (all its MIDI
+            outputs) or text contained in a port name (case insensitive).
+
+    Sources connected by hand (a patchbay, ``jack_connect``) are remembered too. When a
+    remembered source's port disappears, :meth:`check` reports that control was lost (the
+    audio goes on) and reconnects the port when it comes back; a source disconnected by hand
+    while its port still exists is forgotten.
+    """
+
+    def __init__(self, host: "JackHost", connect=()):
+        self.host = host
+        self.patterns = [c for c in connect if c]
+        self.remembered: set[str] = set()
+        self.lost: set[str] = set()
+        self.last_frame = -1
+
+    def _sources(self) -> list[str]:
+        own = self.host.name + ":"
+        return [p.name for p in self.host.client.get_ports(is_midi=True, is_output=True)
+                if not p.name.startswith(own)]
+
+    def resolve(self, pattern: str, sources=None) -> list[str]:
+        """The MIDI output ports ``pattern`` names (see the class docstring)."""
+        sources = self._sources() if sources is None else sources
+        if pattern in sources:
+            return [pattern]
+        by_client = [s for s in sources if s.split(":", 1)[0] == pattern]
+        return by_client or [s for s in sources if pattern.lower() in s.lower()]
+
+    def read(self) -> list[bytes]:
+        out = []
+        while True:
+            item = self.host.midi_ring.get()
+            if item is None:
+                return out
+            self.last_frame = item[0]
+            out.append(item[1])
+
+    def check(self) -> list[str]:
+        """Connect what should be connected; report ports lost and restored."""
+        client, port = self.host.client, self.host.midi_in
+        notes = []
+        sources = set(self._sources())
+        current = {p.name for p in client.get_all_connections(port)}
+        for pattern in self.patterns:
+            self.remembered.update(self.resolve(pattern, sources))
+        for name in sorted(current - self.remembered):
+            self.remembered.add(name)  # connected by hand
+        for name in sorted(self.remembered):
+            if name in current:
+                if name in self.lost:
+                    self.lost.discard(name)
+                    notes.append(f"MIDI control restored: {name} is back")
+            elif name in sources:
+                if name in self.lost or any(name in self.resolve(p, sources)
+                                            for p in self.patterns):
+                    try:
+                        client.connect(name, port)
+                    except jack.JackError as exc:
+                        notes.append(f"cannot connect {name} -> {port.name}: {exc}")
+                        continue
+                    if name in self.lost:
+                        self.lost.discard(name)
+                        notes.append(f"MIDI control restored: {name} reconnected")
+                else:  # disconnected by hand while it still exists: forget it
+                    self.remembered.discard(name)
+            elif name not in self.lost:
+                self.lost.add(name)
+                notes.append(f"MIDI control lost: {name} disappeared; audio continues; "
+                             f"reconnecting when it returns")
+        return notes

@@ -7,7 +7,11 @@ muted" or "vocals at the guide level".
 
 Threads. PortAudio calls :meth:`PortAudioHost._callback` on its audio thread: it copies the
 input block into the engine, the engine's mix out into the output block (always filling it),
-and folds the :class:`sounddevice.CallbackFlags` into counters. Nothing else happens there.
+and folds the :class:`sounddevice.CallbackFlags` into counters. Nothing else happens there,
+except, when a microphone is attached (``mic_channels`` + :attr:`PortAudioHost.mic`, see
+``stream/mic.py``), running its fixed-size block through the mic chain and adding it to the
+output: the mic channels are extra input channels of the same duplex stream, so they share its
+clock and its block.
 """
 
 from __future__ import annotations
@@ -116,10 +120,15 @@ class PortAudioHost:
         latency: PortAudio's device latency, 'low', 'high' or seconds: low answers faster,
             high survives a busier machine without dropouts.
         resample_quality: see :class:`Engine`.
+        mic_channels: 0-based input channels (>= 2) that carry a microphone; the stream then
+            opens that many more input channels. Set :attr:`mic` (an object with
+            ``process(mic [m, blocksize], out [2, blocksize])`` that adds into ``out``) before
+            :meth:`start`; it runs in the callback, so it must not allocate or block.
     """
 
     def __init__(self, separator, *, input=None, output=None, rate: int | None = None,
-                 blocksize: int = 256, latency="low", resample_quality: str = "HQ"):
+                 blocksize: int = 256, latency="low", resample_quality: str = "HQ",
+                 mic_channels=()):
         sd = _sd()
         if separator.channels != 2:
             raise AudioBackendError("the live stream is stereo", expected="a 2-channel model",
@@ -128,15 +137,33 @@ class PortAudioHost:
         self.output = resolve_device(output, "output")
         if rate is None:
             rate = int(sd.query_devices(self.output)["default_samplerate"])
+        self.mic_channels = tuple(int(c) for c in mic_channels)
+        if self.mic_channels and (min(self.mic_channels) < 2 or blocksize == 0):
+            raise AudioBackendError(
+                "bad microphone channels", expected="input channels 3 and up (1-2 carry the "
+                "music) and a fixed block size", got=f"channels {[c + 1 for c in mic_channels]}"
+                f", block {blocksize}", fix="--mic 3 (or 3,4) with --block 256")
+        self.in_channels = max((2,) + tuple(c + 1 for c in self.mic_channels))
+        have = int(sd.query_devices(self.input)["max_input_channels"])
+        if self.in_channels > have:
+            raise AudioBackendError(
+                f"input device {self.input} ({sd.query_devices(self.input)['name']}) has "
+                f"{have} input channels", expected=f"at least {self.in_channels} for the mic on "
+                f"channel {self.in_channels}", got=f"{have}",
+                fix="pick the channel your mic is on (`livestems devices` lists the channel "
+                    "counts); with JACK, start the server with more capture ports (-C 4)")
         for dev, kind in ((self.input, "input"), (self.output, "output")):
             check = sd.check_input_settings if kind == "input" else sd.check_output_settings
             try:
-                check(device=dev, channels=2, dtype="float32", samplerate=rate)
+                check(device=dev, channels=self.in_channels if kind == "input" else 2,
+                      dtype="float32", samplerate=rate)
             except sd.PortAudioError as exc:
                 name = sd.query_devices(dev)["name"]
                 ok = _supported_rates(dev, kind)
                 raise AudioBackendError(
-                    f"{kind} device {dev} ({name}) rejects 2 channels of float32 at {rate} Hz",
+                    f"{kind} device {dev} ({name}) rejects "
+                    f"{self.in_channels if kind == 'input' else 2} channels of float32 at "
+                    f"{rate} Hz",
                     expected=f"one of {', '.join(map(str, ok)) or 'no common rate'} Hz",
                     got=f"{rate} Hz ({exc})",
                     fix=f"--rate {ok[0]}" if ok else "pick another device",
@@ -157,6 +184,8 @@ class PortAudioHost:
         self._mix = np.zeros((2, nb), np.float32)
         self._stems = np.zeros((s, 2, nb), np.float32)
         self._buses = np.zeros((1, 2, nb), np.float32)
+        self._mic_in = np.zeros((len(self.mic_channels), nb), np.float32)
+        self.mic = None  # set before start(); see mic_channels
         for n in {nb, max(1, nb // 2)}:  # compile every path now, not in the callback
             eng.push(self._in[:, :n])
             eng.run_pending()
@@ -164,7 +193,8 @@ class PortAudioHost:
         eng.reset()
         try:
             self.stream = sd.Stream(device=(self.input, self.output), samplerate=self.rate,
-                                    blocksize=blocksize, dtype="float32", channels=2,
+                                    blocksize=blocksize, dtype="float32",
+                                    channels=(self.in_channels, 2),
                                     latency=latency, callback=self._callback)
         except sd.PortAudioError as exc:
             raise AudioBackendError(
@@ -192,10 +222,15 @@ class PortAudioHost:
             outdata.fill(0.0)
             return
         inbuf = self._in[:, :frames]
-        inbuf[:] = indata.T
+        inbuf[:] = indata[:, :2].T
         self.engine.push(inbuf)
         self.engine.pull_into(self._mix[:, :frames], self._stems[:, :, :frames],
                               self._buses[:, :, :frames])
+        mic = self.mic
+        if mic is not None and frames == self._mic_in.shape[1]:
+            for k, ch in enumerate(self.mic_channels):
+                self._mic_in[k] = indata[:, ch]
+            mic.process(self._mic_in, self._mix)
         outdata[:] = self._mix[:, :frames].T
 
     def start(self) -> "PortAudioHost":
@@ -208,6 +243,8 @@ class PortAudioHost:
         out = {s: float(np.abs(self._stems[i]).max())
                for i, s in enumerate(self.engine.sources)}
         out["output"] = float(np.abs(self._mix).max())
+        if self.mic is not None:
+            out["mic"] = float(np.abs(self._mic_in).max())
         return out
 
     def stats(self) -> dict:
@@ -219,6 +256,7 @@ class PortAudioHost:
                           output_underflows=self.output_underflows,
                           xruns=self.input_overflows + self.output_underflows,
                           callbacks=self.callbacks,
+                          mic_channels=[c + 1 for c in self.mic_channels],
                           device_latency_s=list(self.stream.latency))
 
     def close(self) -> None:
