@@ -35,6 +35,8 @@ $(VENV)/.installed: pyproject.toml $(wildcard requirements-nodeps.txt) | deps
 	$(PY) -m pip install -q -e '.[test]'
 	# test oracles whose declared dependencies we must not pull (see the file's comments)
 	if [ -f requirements-nodeps.txt ]; then $(PY) -m pip install -q --no-deps -r requirements-nodeps.txt; fi
+	# Open-Unmix, a benchmark peer, kept apart: its package __init__ imports torchaudio
+	$(PY) -m pip install -q --no-deps --target $(VENV)/peers openunmix==1.3.0
 	touch $@
 
 venv: deps $(VENV)/.installed

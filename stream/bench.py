@@ -78,7 +78,7 @@ def reference_ms(repeats: int = 200) -> float:
 
 
 def bench_stream(separator, *, seconds: float = 10.0, model_name: str = "?",
-                 device: str = "cpu") -> dict:
+                 device: str = "cpu", keep_times: bool = False) -> dict:
     """Stream ``seconds`` of audio through an :class:`Engine` hop by hop, as fast as possible.
 
     Returns the JSON-able report: model, device, sample_rate, hop, latency_samples, latency_ms,
@@ -95,14 +95,18 @@ def bench_stream(separator, *, seconds: float = 10.0, model_name: str = "?",
     wall = time.perf_counter() - t0
     st = engine.stats()
     hop_ms = 1000.0 * separator.hop / rate
-    return {
+    report = {
         "model": model_name,
         "device": device,
         "sample_rate": rate,
         "hop": int(separator.hop),
-        "latency_samples": engine.latency_samples,
-        "latency_ms": 1000.0 * engine.latency_samples / rate,
-        "model_latency_samples": int(separator.latency_samples),
+        # the separator's declared latency (window geometry and look-ahead: DESIGN.md's
+        # `latency_samples`), and end to end through the engine with host blocks of one hop
+        # (adds the hop the worker must gather and one block of compute headroom)
+        "latency_samples": int(separator.latency_samples),
+        "latency_ms": 1000.0 * separator.latency_samples / rate,
+        "engine_latency_samples": engine.latency_samples,
+        "engine_latency_ms": 1000.0 * engine.latency_samples / rate,
         "hop_ms": hop_ms,
         "per_hop_ms": st.per_hop_ms,
         "rtf_p50": st.rtf_p50,
@@ -116,6 +120,9 @@ def bench_stream(separator, *, seconds: float = 10.0, model_name: str = "?",
         "reference_ms": ref,
         "machine": machine_info(),
     }
+    if keep_times:
+        report["times_ms"] = engine.hop_times_ms().tolist()
+    return report
 
 
 def measure_latency(separator, *, block_size: int | None = None, threaded: bool = True,
@@ -163,3 +170,132 @@ def measure_latency(separator, *, block_size: int | None = None, threaded: bool 
         "deadline_misses": engine.deadline_misses,
         "threaded": threaded,
     }
+
+
+# -- offline throughput ---------------------------------------------------------------------
+
+PEER_HINT = ("install the peers with `make venv` (or: .venv/bin/pip install --no-deps "
+             "--target .venv/peers openunmix==1.3.0, and demucs==4.0.1 --no-deps)")
+
+
+class PeerMissing(RuntimeError):
+    """A peer separator's package is not installed; the message says how to install it."""
+
+
+def _import_openunmix():
+    """Import Open-Unmix's model code from ``<venv>/peers`` without its package ``__init__``.
+
+    openunmix's ``__init__`` (model hub download) and its I/O helpers import torchaudio, which
+    would pull another torch; the network code we time needs only torch. So the package is
+    installed apart (``pip install --target .venv/peers``), entered without running
+    ``__init__``, and an empty ``torchaudio`` module satisfies the one import-time reference
+    (the torch STFT path we use never calls it).
+    """
+    import importlib
+    import importlib.util
+    import sys
+    import types
+    from pathlib import Path
+
+    if "openunmix.model" in sys.modules:
+        return sys.modules["openunmix.model"]
+    root = Path(sys.prefix) / "peers" / "openunmix"
+    if not root.is_dir():
+        raise PeerMissing(f"Open-Unmix is not installed: {PEER_HINT}")
+    pkg = types.ModuleType("openunmix")
+    pkg.__path__ = [str(root)]
+    sys.modules["openunmix"] = pkg
+    if importlib.util.find_spec("torchaudio") is None:
+        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+    return importlib.import_module("openunmix.model")
+
+
+def _peer_hdemucs():
+    """The demucs package's Hybrid Demucs at the published size, random weights, applied the
+    way `demucs` separates a file (split into its training segment, 25% overlap, no shifts)."""
+    _import_openunmix()  # demucs.hdemucs imports openunmix.filtering
+    try:
+        import demucs.apply
+        import demucs.hdemucs
+    except ImportError as exc:
+        raise PeerMissing(f"demucs is not installed ({exc}): {PEER_HINT}") from None
+    import torch
+
+    torch.manual_seed(0)
+    net = demucs.hdemucs.HDemucs(sources=["drums", "bass", "other", "vocals"]).eval()
+
+    def run(x):
+        with torch.no_grad():
+            return demucs.apply.apply_model(net, torch.from_numpy(x)[None], shifts=0,
+                                            split=True, overlap=0.25, progress=False)[0]
+
+    return run, sum(p.numel() for p in net.parameters())
+
+
+def _peer_openunmix():
+    """Open-Unmix (UMX-HQ size: 4 targets, 512 hidden, 3 unidirectional LSTM layers, one
+    Wiener iteration), random weights."""
+    umx = _import_openunmix()
+    import torch
+
+    torch.manual_seed(0)
+    targets = {s: umx.OpenUnmix(nb_bins=2049, nb_channels=2, hidden_size=512, nb_layers=3,
+                                unidirectional=True, max_bin=1487)
+               for s in ("vocals", "drums", "bass", "other")}
+    sep = umx.Separator(targets, niter=1, sample_rate=44100.0, n_fft=4096, n_hop=1024).eval()
+
+    def run(x):
+        with torch.no_grad():
+            return sep(torch.from_numpy(x)[None])[0]
+
+    return run, sum(p.numel() for t in targets.values() for p in t.parameters())
+
+
+PEERS = {"hdemucs": ("Hybrid Demucs (demucs pkg, random)", _peer_hdemucs),
+         "umx": ("Open-Unmix (unidirectional, random)", _peer_openunmix)}
+
+
+def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs", "umx"),
+                  progress=None) -> dict:
+    """Throughput (audio seconds per wall second) of `separate` on one ``seconds``-long file.
+
+    Our models go through :func:`livestems.stream.separate.separate_file` (read, engine, write);
+    the peers run their own offline separation on the same audio, already in memory. All on
+    the same torch threads. Returns ``{"seconds", "threads", "rows": [...], "machine"}``.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from livestems.model.demo_song import make_demo_song
+    from livestems.model.registry import load_separator
+
+    from .audio_io import read_audio, write_audio
+    from .separate import separate_file
+
+    say = progress or (lambda msg: None)
+    rows = []
+    song = make_demo_song(seconds=seconds, sample_rate=44100, seed=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "song.wav"
+        write_audio(wav, song.mixture, 44100, "wav")
+        for name in models:
+            say(f"separate --model {name} on {seconds:g} s ...")
+            sep = load_separator(name)
+            t0 = time.perf_counter()
+            separate_file(wav, Path(tmp) / f"out-{name}", sep, progress=False)
+            wall = time.perf_counter() - t0
+            params = sum(p.numel() for p in sep.module.parameters()) if hasattr(
+                sep, "module") else 0
+            rows.append({"model": name, "kind": "livestems", "params": int(params),
+                         "wall_s": wall, "throughput": seconds / wall})
+        x = read_audio(wav).samples
+        for key in peers:
+            label, build = PEERS[key]
+            say(f"{label} on {seconds:g} s ...")
+            run, params = build()
+            t0 = time.perf_counter()
+            run(x)
+            wall = time.perf_counter() - t0
+            rows.append({"model": key, "kind": label, "params": int(params), "wall_s": wall,
+                         "throughput": seconds / wall})
+    return {"seconds": seconds, "threads": _threads(), "rows": rows, "machine": machine_info()}

@@ -22,8 +22,17 @@ def add_parser(sub) -> None:
         "STFT kernel micro-benchmark. Absolute times hold only on the machine that measured "
         "them.",
     )
-    b.add_argument("what", nargs="?", default="stream", choices=["stream", "dsp"],
-                   help="stream (default): a model through the engine; dsp: STFT kernels")
+    b.add_argument("what", nargs="?", default="stream", choices=["stream", "dsp", "report"],
+                   help="stream (default): a model through the engine; dsp: STFT kernels; "
+                        "report: measure everything and rewrite docs/BENCHMARKS.md (minutes)")
+    b.add_argument("--offline", action="store_true",
+                   help="offline throughput instead: `separate` on one file for the models, "
+                        "beside Hybrid Demucs and Open-Unmix (random weights, published sizes) "
+                        "on the same audio and threads")
+    b.add_argument("--peers", default="hdemucs,umx",
+                   help="with --offline: peers to run (hdemucs,umx; '' for none). Hybrid "
+                        "Demucs pads to its 40 s training segment, so it is slow on short files")
+    b.add_argument("--out", default="docs", help="with `report`: folder for the report")
     b.add_argument("--model", action="append", default=None, metavar="NAME|PATH",
                    help=f"model to measure; repeat for several (default: {DEFAULT_MODEL})")
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -31,8 +40,13 @@ def add_parser(sub) -> None:
     b.add_argument("--hop", type=int, default=None,
                    help="override the model's hop where it allows it: a smaller hop lowers "
                         "latency but costs more per second of audio")
-    b.add_argument("--seconds", type=float, default=10.0,
-                   help="audio to stream (default 10): longer gives steadier tail percentiles")
+    b.add_argument("--seconds", type=float, default=None,
+                   help="audio to stream (default 10; --offline: the file length, default 60): "
+                        "longer gives steadier tail percentiles")
+    b.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: 1 when streaming, where a hop's small matrices "
+                        "gain nothing from a second thread but its p99 suffers; all cores "
+                        "with --offline)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
@@ -53,34 +67,31 @@ def add_parser(sub) -> None:
 def _load(name, device, hop):
     from livestems.model.registry import load_separator
 
-    sep = load_separator(name)
+    sep = load_separator(name, device=device)
     if hop is not None and hop != sep.hop:
         cfg = getattr(sep, "config", lambda: {})()
         if "hop" not in cfg:
             raise SystemExit(f"error: model {name or 'default'} has a fixed hop of {sep.hop}; "
                              "drop --hop")
         sep = type(sep)(**{**cfg, "hop": hop})
-    if device != "cpu" and not hasattr(sep, "to_device"):
-        raise SystemExit(f"error: model {name or 'default'} runs on the CPU only "
-                         f"(it has no {device} path)")
-    if device != "cpu":
-        sep.to_device(device)
     return sep
 
 
 def _table(reports) -> str:
     head = (f"{'model':14s} {'rate':>6s} {'hop':>5s} {'lat ms':>7s} {'hop ms':>7s} "
-            f"{'p50':>7s} {'p90':>7s} {'p99':>7s} {'p99.9':>7s} {'max':>7s} "
+            f"{'e2e ms':>7s} {'p50':>7s} {'p90':>7s} {'p99':>7s} {'p99.9':>7s} {'max':>7s} "
             f"{'rtf50':>6s} {'rtf99':>6s} {'rss MB':>7s} {'thr':>3s}")
     lines = [head, "-" * len(head)]
     for r in reports:
         p = r["per_hop_ms"]
         lines.append(
             f"{r['model'][:14]:14s} {r['sample_rate']:6d} {r['hop']:5d} {r['latency_ms']:7.2f} "
-            f"{r['hop_ms']:7.2f} {p['p50']:7.3f} {p['p90']:7.3f} {p['p99']:7.3f} "
+            f"{r['hop_ms']:7.2f} {r['engine_latency_ms']:7.2f} {p['p50']:7.3f} {p['p90']:7.3f} {p['p99']:7.3f} "
             f"{p['p999']:7.3f} {p['max']:7.3f} {r['rtf_p50']:6.3f} {r['rtf_p99']:6.3f} "
             f"{r['peak_rss_mb']:7.0f} {r['threads']:3d}")
     m = reports[0]["machine"]
+    lines.append("lat ms: the model's declared latency; e2e ms: end to end through the engine "
+                 "with host blocks of one hop")
     lines.append(f"per-hop compute times in ms; machine: {m['cpu']}, {m['cores']} cores; "
                  f"reference computation {reports[0]['reference_ms']:.3f} ms")
     return "\n".join(lines)
@@ -111,15 +122,60 @@ def run(args) -> int:
     if args.rest:
         print(f"error: unexpected arguments {' '.join(args.rest)}", file=sys.stderr)
         return 2
-    if args.seconds <= 0:
+    if args.seconds is not None and args.seconds <= 0:
         print(f"error: --seconds must be > 0, got {args.seconds}", file=sys.stderr)
         return 2
     from livestems.model.registry import DEFAULT_MODEL
 
+    import os
+
+    import torch
+
+    threads = args.threads or (os.cpu_count() if args.offline else 1)
+    if threads < 1:
+        print(f"error: --threads must be >= 1, got {threads}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(threads)
+    if args.what == "report":
+        from .bench_report import write_report
+
+        path = write_report(args.out, say=lambda m: print(m, file=sys.stderr))
+        print(f"wrote {path}")
+        return 0
+    if args.offline:
+        from .bench import PEERS, PeerMissing, bench_offline
+
+        peers = [p for p in args.peers.split(",") if p]
+        unknown = [p for p in peers if p not in PEERS]
+        if unknown:
+            print(f"error: unknown peer(s) {','.join(unknown)}; expected some of "
+                  f"{','.join(PEERS)}", file=sys.stderr)
+            return 2
+        try:
+            res = bench_offline(args.model or [DEFAULT_MODEL], seconds=args.seconds or 60.0,
+                                peers=peers, progress=lambda m: print(m, file=sys.stderr))
+        except PeerMissing as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 4
+        if args.json:
+            print(json.dumps(res, indent=2))
+        else:
+            base = next((r for r in res["rows"] if r["model"] == "hdemucs"), None)
+            print(f"{'model':10s} {'params':>9s} {'wall s':>8s} {'audio s/s':>10s} "
+                  f"{'vs hdemucs':>10s}  what")
+            for r in res["rows"]:
+                ratio = f"{r['throughput'] / base['throughput']:.1f}x" if base else "-"
+                print(f"{r['model']:10s} {r['params'] / 1e6:8.2f}M {r['wall_s']:8.2f} "
+                      f"{r['throughput']:10.2f} {ratio:>10s}  {r['kind']}")
+            print(f"{res['seconds']:g} s file; {res['threads']} torch threads; machine: "
+                  f"{res['machine']['cpu']}, {res['machine']['cores']} cores")
+        return 0
+
     reports = []
     for name in args.model or [None]:
         sep = _load(name, args.device, args.hop)
-        reports.append(bench_stream(sep, seconds=args.seconds, model_name=name or DEFAULT_MODEL,
+        reports.append(bench_stream(sep, seconds=args.seconds or 10.0,
+                                    model_name=name or DEFAULT_MODEL,
                                     device=args.device))
     if args.json:
         print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))

@@ -555,6 +555,11 @@ class Engine:
                 time.sleep(self._poll_s)
 
     # -- reporting -------------------------------------------------------------------------
+    def hop_times_ms(self) -> np.ndarray:
+        """Per-hop compute times (ms) of the last hops processed (up to 16384), a copy."""
+        k = min(self.hops_processed, _TIMES_KEPT)
+        return self._times[:k] * 1000.0
+
     def stats(self) -> EngineStats:
         """Counters and per-hop compute-time percentiles (ms) over the last hops."""
         k = min(self.hops_processed, _TIMES_KEPT)

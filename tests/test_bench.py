@@ -27,9 +27,12 @@ def test_bench_json_report_has_every_figure():
     assert 0 < p["p50"] <= p["p90"] <= p["p99"] <= p["p999"] <= p["max"]
     assert r["rtf_p99"] == pytest.approx(p["p99"] / r["hop_ms"])
     assert r["latency_ms"] == pytest.approx(1000 * r["latency_samples"] / r["sample_rate"])
+    assert r["latency_samples"] == 256  # the default model's declared latency
+    assert r["engine_latency_samples"] == 256 + 2 * r["hop"]  # + hop + block of one hop
+    assert r["threads"] == 1
     # every hop of the 2 s, plus those that flush the latency tail
-    assert r["hops"] == -(-(int(2 * r["sample_rate"]) // r["hop"] * r["hop"] + r["latency_samples"])
-                          // r["hop"])
+    total = int(2 * r["sample_rate"]) // r["hop"] * r["hop"] + r["engine_latency_samples"]
+    assert r["hops"] == -(-total // r["hop"])
 
 
 def test_hop_override_where_the_model_allows_it():
@@ -72,3 +75,22 @@ def test_regression_guard_compares_ratios_not_times():
     base = json.loads(BASELINE.read_text())
     for name, fig in figures.items():
         assert fig["ratio"] <= 3.0 * base[name]["ratio"], (name, fig, base[name])
+
+
+def test_offline_throughput_table_has_ours_and_a_peer():
+    proc = subprocess.run([sys.executable, "-m", "livestems.stream", "bench", "--offline",
+                           "--seconds", "2", "--peers", "umx", "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    rows = {r["model"]: r for r in res["rows"]}
+    assert set(rows) == {"center", "umx"}
+    assert rows["umx"]["params"] > 10_000_000  # UMX-HQ size: four 512-unit LSTM nets
+    for r in rows.values():
+        assert r["throughput"] == pytest.approx(2.0 / r["wall_s"])
+
+
+def test_unknown_peer_is_refused():
+    proc = subprocess.run([sys.executable, "-m", "livestems.stream", "bench", "--offline",
+                           "--peers", "spleeter"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "hdemucs,umx" in proc.stderr
