@@ -283,7 +283,7 @@ def _read_with_soundfile(p: Path, stream: int, min_rate: int, max_rate: int, not
             log = f.extra_info
             container = f.format
             if stream != 0:
-                raise AudioFileError("audio stream not found", expected=f"stream index < 1",
+                raise AudioFileError("audio stream not found", expected="stream index < 1",
                                      got=f"stream {stream}", fix="omit stream= for single-stream files",
                                      path=p)
             _check_rate(sample_rate, min_rate, max_rate, p)

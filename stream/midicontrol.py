@@ -30,8 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .midi import CC, NOTE_OFF, NOTE_ON, PITCH_BEND, PROGRAM, MidiEvent, MidiParser, \
-    describe_event
+from .midi import CC, NOTE_OFF, NOTE_ON, PITCH_BEND, PROGRAM, MidiEvent, MidiParser
 from .midimap import Binding, Mapping, with_binding, write_learned
 from .params import ParamSet, curve_position, curve_value
 

@@ -186,6 +186,7 @@ class JackHost:
         self.midi_out = None
         self.midi_out_ring = EventRing(256)
         self.midi_out_dropped = 0
+        self.graph_changes = 0  # bumped by JACK when ports come, go, connect or disconnect
         try:
             self.inports = [self.client.inports.register(p) for p in ("in_L", "in_R")]
             self.outports = [self.client.outports.register(p) for p in port_layout(self.sources)]
@@ -199,6 +200,8 @@ class JackHost:
             self.client.set_shutdown_callback(self._on_shutdown)
             self.client.set_blocksize_callback(self._on_blocksize)
             self.client.set_samplerate_callback(self._on_samplerate)
+            self.client.set_port_registration_callback(self._on_graph_change)
+            self.client.set_port_connect_callback(self._on_graph_change)
             api = _api()
             self._latency_cb = api.ffi.callback("void(int, void *)", self._on_latency)
             rc = api.lib.jack_set_latency_callback(api.ptr(self.client._ptr), self._latency_cb,
@@ -474,6 +477,11 @@ class JackHost:
                 time.monotonic() - self._activated_at > _XRUN_GRACE_S:
             self.xruns_after_grace += 1
 
+    def _on_graph_change(self, *args) -> None:
+        """Notification thread: a port came or went, or a connection changed (the MIDI
+        source watcher re-checks only then)."""
+        self.graph_changes += 1
+
     def _on_shutdown(self, status, reason: str) -> None:
         """JACK's thread, like a signal handler: record why and wake the main thread."""
         self.shutdown_reason = reason
@@ -544,6 +552,8 @@ class JackMidiInput:
         self.remembered: set[str] = set()
         self.lost: set[str] = set()
         self.last_frame = -1
+        self._seen_changes = -1
+        self._last_full = 0.0
 
     def _sources(self) -> list[str]:
         own = self.host.name + ":"
@@ -568,7 +578,12 @@ class JackMidiInput:
             out.append(item[1])
 
     def check(self) -> list[str]:
-        """Connect what should be connected; report ports lost and restored."""
+        """Connect what should be connected; report ports lost and restored. Cheap unless
+        the JACK graph changed (or every 2 s, in case a notification was missed)."""
+        changes, now = self.host.graph_changes, time.monotonic()
+        if changes == self._seen_changes and now - self._last_full < 2.0:
+            return []
+        self._seen_changes, self._last_full = changes, now
         client, port = self.host.client, self.host.midi_in
         notes = []
         sources = set(self._sources())

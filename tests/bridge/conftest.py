@@ -4,12 +4,8 @@ Everything is built by the tests themselves with the Python running them (so the
 bakes in this venv); make keeps it incremental, so a second run only re-links what changed.
 """
 
-import os
-import shutil
 import subprocess
 import sys
-import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +14,9 @@ import pytest
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # jackserver
 from bridgekit import BUILD, make  # noqa: E402
+from jackserver import start_jackd  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -53,67 +51,19 @@ def reference(tmp_path_factory) -> Reference:
     return Reference(wav, song, stems)
 
 
-@dataclass
-class JackServer:
-    name: str
-    rate: int
-    proc: subprocess.Popen
-    log: Path
-
-    def env(self) -> dict:
-        return dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")
-
-
-def _start_jackd(tmp_path: Path, rate: int, period: int = 256) -> JackServer:
-    """`jackd --no-realtime -n <unique> -d dummy` (DESIGN.md), ready when a client can join."""
-    import jack
-
-    if shutil.which("jackd") is None:
-        pytest.fail("jackd is not installed (Debian: apt-get install jackd2)")
-    name = f"lsbridge-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    log = tmp_path / f"jackd-{name}.log"
-    proc = subprocess.Popen(
-        ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", str(rate), "-p",
-         str(period)], stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-        env=dict(os.environ, JACK_NO_AUDIO_RESERVATION="1"))
-    server = JackServer(name, rate, proc, log)
-    deadline = time.monotonic() + 15
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"jackd exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            jack.Client("lsbridge-probe", servername=name, no_start_server=True).close()
-            return server
-        except jack.JackOpenError:
-            if time.monotonic() > deadline:
-                _stop(proc)
-                pytest.fail(f"jackd did not come up in 15 s:\n{log.read_text()}")
-            time.sleep(0.1)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture
 def jackd_44k(tmp_path):
-    server = _start_jackd(tmp_path, 44100)
+    server = start_jackd(tmp_path, 44100, prefix="lsbridge")
     try:
         yield server
     finally:
-        _stop(server.proc)
+        server.stop()
 
 
 @pytest.fixture
 def jackd_48k(tmp_path):
-    server = _start_jackd(tmp_path, 48000)
+    server = start_jackd(tmp_path, 48000, prefix="lsbridge")
     try:
         yield server
     finally:
-        _stop(server.proc)
+        server.stop()

@@ -9,7 +9,6 @@ import json
 import subprocess
 
 import numpy as np
-import pytest
 from bridgekit import BUILD, error_db
 
 from livestems.model.registry import load_separator

@@ -1,7 +1,6 @@
 """`livestems jack` on a real JACK server: stems equal `livestems separate`, latency, faults."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

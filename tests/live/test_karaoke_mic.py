@@ -13,7 +13,7 @@ import uuid
 import jack
 import numpy as np
 import pytest
-from conftest import JackServer
+from jackserver import JackServer
 from jackio import PlayRecord, wait_for_ports
 
 from livestems.dsp.kernels import db_to_gain, deinterleave, interleave

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import soundfile as sf
 from jackio import PlayRecord, error_db, wait_for_ports
 
