@@ -445,6 +445,34 @@ class Engine:
             r0 = self._bus_rows.start + b * c
             mix_stems(s3, self._bus_now, g, 1.0, out[r0:r0 + c])
 
+    def _step_hop(self) -> bool:
+        """Worker: run ``self._hop_in`` through the separator and render ``self._hop_out``.
+
+        Returns False if the separator failed (raised, or returned the wrong shape): the error
+        is kept in :attr:`worker_error` (reported once), pending input is dropped, and from
+        then on nothing is written, so :meth:`pull_into` plays the dry path.
+        """
+        hop, c = self.hop, self.channels
+        t0 = time.perf_counter()
+        try:
+            self.nonfinite_samples += sanitize_inplace(self._hop_in)
+            if self.stall_hook is not None:
+                self.stall_hook(self)
+            y = self.separator.step(self._hop_in)
+            if getattr(y, "shape", None) != (len(self.sources), c, hop):
+                raise ValueError(
+                    f"separator returned shape {list(getattr(y, 'shape', []))}, expected "
+                    f"[{len(self.sources)}, {c}, {hop}]"
+                )
+            self._render(y.reshape(-1, hop))
+        except Exception as exc:  # noqa: BLE001 - reported once; audio goes on dry
+            self.worker_error = f"{type(exc).__name__}: {exc}"
+            self._in.skip(self._in.readable())
+            return False
+        self._times[self.hops_processed & (_TIMES_KEPT - 1)] = time.perf_counter() - t0
+        self.hops_processed += 1
+        return True
+
     def run_pending(self) -> int:
         """Process every whole hop waiting in the input ring; returns hops done.
 
@@ -454,8 +482,7 @@ class Engine:
         if self.resampling:
             return self._run_pending_resampled()
         done = 0
-        hop, c = self.hop, self.channels
-        sep, out = self.separator, self._hop_out
+        hop, out = self.hop, self._hop_out
         if self.worker_error is not None:
             self._in.skip(self._in.readable())
             return 0
@@ -469,26 +496,9 @@ class Engine:
                 self.hops_skipped += 1
                 done += 1
                 continue
-            t0 = time.perf_counter()
-            try:
-                self.nonfinite_samples += sanitize_inplace(self._hop_in)
-                if self.stall_hook is not None:
-                    self.stall_hook(self)
-                y = sep.step(self._hop_in)
-                if getattr(y, "shape", None) != (len(self.sources), c, hop):
-                    raise ValueError(
-                        f"separator returned shape {list(getattr(y, 'shape', []))}, expected "
-                        f"[{len(self.sources)}, {c}, {hop}]"
-                    )
-                self._render(y.reshape(-1, hop))
-            except Exception as exc:  # noqa: BLE001 - reported once; audio goes on dry
-                self.worker_error = f"{type(exc).__name__}: {exc}"
-                # write nothing more, so pull() plays the dry path from here on
-                self._in.skip(self._in.readable())
+            if not self._step_hop():
                 return done
             self._wet.write(out)
-            self._times[self.hops_processed & (_TIMES_KEPT - 1)] = time.perf_counter() - t0
-            self.hops_processed += 1
             done += 1
         return done
 
@@ -500,8 +510,7 @@ class Engine:
         as the chunk produced -> output resampler -> wet ring at the I/O rate.
         """
         done = 0
-        hop = self.hop
-        sep, out = self.separator, self._hop_out
+        hop, out = self.hop, self._hop_out
         src_in, src_out = self._src_in, self._src_out
         if self.worker_error is not None:
             self._in.skip(self._in.readable())
@@ -525,24 +534,9 @@ class Engine:
                     self.hops_skipped += 1
                     done += 1
                     continue
-                t0 = time.perf_counter()
-                try:
-                    self.nonfinite_samples += sanitize_inplace(self._hop_in)
-                    if self.stall_hook is not None:
-                        self.stall_hook(self)
-                    y = sep.step(self._hop_in)
-                    if getattr(y, "shape", None) != (len(self.sources), self.channels, hop):
-                        raise ValueError(
-                            f"separator returned shape {list(getattr(y, 'shape', []))}, "
-                            f"expected [{len(self.sources)}, {self.channels}, {hop}]")
-                    self._render(y.reshape(-1, hop))
-                except Exception as exc:  # noqa: BLE001 - reported once; audio goes on dry
-                    self.worker_error = f"{type(exc).__name__}: {exc}"
-                    self._in.skip(self._in.readable())
+                if not self._step_hop():
                     return done
                 self._m_out.write(out)
-                self._times[self.hops_processed & (_TIMES_KEPT - 1)] = time.perf_counter() - t0
-                self.hops_processed += 1
                 done += 1
             got = self._m_out.read(self._m_buf, 0, m)
             assert got == m, "model-rate output queue ran dry: pad too small"
