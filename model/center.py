@@ -68,8 +68,15 @@ class CenterCancel:
         low_hz: float = 150.0,
         high_hz: float = 8000.0,
     ):
+        if not 8000 <= int(sample_rate) <= 384000:
+            raise ValueError(f"sample_rate must be 8000..384000 Hz, got {sample_rate}")
+        if hop < 1 or n_fft < 2 * hop:
+            raise ValueError(f"need 1 <= hop <= n_fft / 2, got hop={hop}, n_fft={n_fft}")
         if n_fft % hop:
             raise ValueError(f"hop ({hop}) must divide n_fft ({n_fft})")
+        if not 0 < low_hz < high_hz <= sample_rate / 2:
+            raise ValueError(f"need 0 < low_hz < high_hz <= sample_rate / 2, got "
+                             f"{low_hz}, {high_hz} at {sample_rate} Hz")
         self.sample_rate = int(sample_rate)
         self.n_fft = int(n_fft)
         self.hop = int(hop)

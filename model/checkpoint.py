@@ -144,14 +144,25 @@ def load_model(path, *, verify_checksum: bool = True) -> torch.nn.Module:
         raise CheckpointError(
             f"model config {path}: field 'sample_rate' is {rate} Hz but the model was built "
             f"for {built_for} Hz (args)")
+    # Build on the meta device first: absurd or negative sizes in 'args' fail (or are caught
+    # below by the shape check against the weights file) before any memory is allocated.
     try:
-        module = cls(cfg["sources"], **args)
-    except (TypeError, ValueError, NotImplementedError) as exc:
+        with torch.device("meta"):
+            shell = cls(cfg["sources"], **args)
+    except (TypeError, ValueError, NotImplementedError, RuntimeError, OverflowError,
+            MemoryError) as exc:
         raise CheckpointError(f"model config {path}: field 'args' does not build "
                               f"{cfg['class']}: {exc}") from None
     weights = path.parent / cfg["weights"]
     if not weights.is_file():
         raise CheckpointError(f"model config {path}: weights file {weights} not found")
+    _check_shapes_in_header(shell, weights)
+    del shell
+    try:
+        module = cls(cfg["sources"], **args)
+    except (TypeError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise CheckpointError(f"model config {path}: field 'args' does not build "
+                              f"{cfg['class']}: {exc}") from None
     if verify_checksum:
         digest = sha256_file(weights)
         if digest != cfg["sha256"]:
@@ -164,6 +175,22 @@ def load_model(path, *, verify_checksum: bool = True) -> torch.nn.Module:
     load_state_checked(module, state, where=str(weights))
     module.provenance = cfg.get("provenance", {})
     return module.eval()
+
+
+def _check_shapes_in_header(shell: torch.nn.Module, weights: Path) -> None:
+    """Compare the (meta) module's tensor shapes with the safetensors header, reading no
+    tensor data, so a config that would build a huge model is refused before it is built."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: not a readable safetensors file: {exc}") from None
+    for name, t in shell.state_dict().items():
+        if name in shapes and shapes[name] != tuple(t.shape):
+            raise CheckpointError(f"{weights}: tensor '{name}' has shape {list(shapes[name])}, "
+                                  f"the config builds {list(t.shape)}")
 
 
 def load_state_checked(module: torch.nn.Module, state: dict, where: str) -> None:

@@ -211,8 +211,12 @@ def read_source(track: TrackInfo, source: str, start: int = 0, length: int | Non
     out = np.zeros((2, length), dtype=np.float32)
     a, b = max(start, 0), min(start + length, track.frames)
     if b > a:
-        data = sf.read(str(track.files[source]), start=a, stop=b, dtype="float32",
-                       always_2d=True)[0].T
+        try:
+            data = sf.read(str(track.files[source]), start=a, stop=b, dtype="float32",
+                           always_2d=True)[0].T
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise DatasetError(f"{track.files[source]}: cannot read the {source} stem "
+                               f"({exc}); re-export or remove this track") from None
         out[:, a - start:b - start] = data if data.shape[0] == 2 else data[:1]
     return out
 

@@ -106,6 +106,6 @@ def load_separator(name_or_path: str | None = None, device: str = "cpu"):
         raise ModelError(f"model config {spec!r}: \"args\" must be an object, got {args!r}")
     try:
         return cls(**args)
-    except TypeError as exc:
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
         raise ModelError(f"model config {spec!r}: bad arguments for {cfg['class']}: {exc}") \
             from None

@@ -125,8 +125,12 @@ def run(args) -> int:
     if count == 0:
         print("error: no tracks to evaluate", file=sys.stderr)
         return 2
-    report = evaluate(gen, sep, args.model or DEFAULT_MODEL, baselines=not args.no_baselines,
-                      progress=not args.quiet)
+    try:
+        report = evaluate(gen, sep, args.model or DEFAULT_MODEL,
+                          baselines=not args.no_baselines, progress=not args.quiet)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(_jsonable(report), indent=1))
     else:

@@ -142,6 +142,10 @@ def separate_file(
     finally:
         if bar is not None:
             bar.close()
+    failed = engine.stats().worker_error
+    if failed:  # the stems after the failure would be silent: write nothing
+        raise LivestemsError(f"the model failed during separation: {failed}", path=path,
+                             fix="check the model file, or try --model center")
     y = _fit(_resample(y.reshape(-1, y.shape[-1]), separator.sample_rate, rate)
              .reshape(y.shape[0], y.shape[1], -1), frames)
     by_name = {s: y[i] for i, s in enumerate(separator.sources)}
