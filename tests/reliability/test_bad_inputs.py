@@ -10,7 +10,6 @@ MUSDB-layout folders (one folder holds a track per corpus file) and `.stem.mp4` 
 import shutil
 
 import numpy as np
-import pytest
 import soundfile as sf
 from livestems.stream.audio_io import read_audio
 from livestems.stream.errors import LivestemsError
