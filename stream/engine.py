@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from livestems.dsp.kernels import mix_stems, sanitize_inplace
+from livestems.dsp.kernels import mix_stems, sanitize_inplace, smoothing_coeff
 from livestems.dsp.resample import ResampleStream
 
 from .mixer import StemMixer
@@ -202,7 +202,10 @@ class Engine:
         self._hop_in = np.zeros((c, hop), dtype=np.float32)
         self._hop_out = np.zeros((rows, hop), dtype=np.float32)
         self._zeros_hop = np.zeros((rows, hop), dtype=np.float32)
-        self._bus_now = np.ones(s, dtype=np.float64)
+        # bus gains ramp like the mixer's (one-pole, smoothing_ms), so a guide-vocal level
+        # change from MIDI does not click
+        self._bus_now = self._bus_gains.copy()
+        self._bus_coeff = float(smoothing_coeff(float(smoothing_ms), float(self.model_rate)))
         self._times = np.zeros(_TIMES_KEPT, dtype=np.float64)
         # audio-side buffers
         nb = self.block_size
@@ -282,6 +285,7 @@ class Engine:
         self._in.reset()
         self._wet.reset()
         self._dry.reset()
+        self._bus_now[:] = self._bus_gains  # start at the set levels, no ramp from 1.0
         pre = np.zeros((self._wet.channels, self.queue_samples), dtype=np.float32)
         self._wet.write(pre)
         self._dry.write(np.zeros((self.channels, self.latency_samples), dtype=np.float32))
@@ -440,10 +444,9 @@ class Engine:
         s3 = stems.reshape(len(self.sources), c, hop)
         self.mixer.mix(s3, out[:c])
         for b in range(len(self.bus_names)):
-            g = self._bus_gains[b]
-            self._bus_now[:] = g
             r0 = self._bus_rows.start + b * c
-            mix_stems(s3, self._bus_now, g, 1.0, out[r0:r0 + c])
+            mix_stems(s3, self._bus_now[b], self._bus_gains[b], self._bus_coeff,
+                      out[r0:r0 + c])
 
     def _step_hop(self) -> bool:
         """Worker: run ``self._hop_in`` through the separator and render ``self._hop_out``.

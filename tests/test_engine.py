@@ -154,3 +154,23 @@ def test_broken_separator_falls_back_to_dry_and_reports_once():
     assert st.hops_processed == 20
     np.testing.assert_allclose(mix[:, 44100 // 4:], x[:, 44100 // 4:], atol=1e-6)  # dry
     assert np.abs(np.diff(mix, axis=1)).max() <= np.abs(np.diff(x[0])).max() + 0.05
+
+
+def test_bus_gain_change_ramps_without_a_step():
+    """A named bus (the karaoke guide-vocal level) ramps like the mixer: no zipper step."""
+    sep = SplitDelay(hop=64, latency=0, coeff=0.0)  # low = 0, high = input
+    engine = Engine(sep, block_size=64, smoothing_ms=10.0, buses={"karaoke": {"low": 0.0}})
+    x = np.full((2, 64), 0.5, dtype=np.float32)
+    out = []
+    buses = np.zeros((1, 2, 64), dtype=np.float32)
+    mix = np.zeros((2, 64), dtype=np.float32)
+    for k in range(200):
+        if k == 100:
+            engine.set_bus_gain("karaoke", "high", 0.0)  # the bus goes silent
+        engine.push(x)
+        engine.run_pending()
+        engine.pull_into(mix, None, buses)
+        out.append(buses[0, 0].copy())
+    y = np.concatenate(out)[engine.latency_samples + 10:]
+    assert y[0] == pytest.approx(0.5, abs=1e-6) and y[-1] < 1e-3
+    assert np.abs(np.diff(y)).max() < 0.5 * 0.01  # 10 ms one-pole: < 1% of the step a sample
