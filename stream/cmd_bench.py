@@ -119,6 +119,12 @@ def run(args) -> int:
         from livestems.dsp.bench import main as bench_dsp
 
         return int(bench_dsp(args.rest) or 0)
+    if args.what == "report" and args.rest:
+        # options after the positional `report` land in `rest` (argparse REMAINDER)
+        sub = argparse.ArgumentParser(prog="livestems bench report")
+        sub.add_argument("--out", default=args.out)
+        args.out = sub.parse_args(args.rest).out
+        args.rest = []
     if args.rest:
         print(f"error: unexpected arguments {' '.join(args.rest)}", file=sys.stderr)
         return 2
