@@ -53,7 +53,10 @@ def start_jackd(tmp_path: Path, rate: int = 48000, period: int = 256,
     deadline = time.monotonic() + 15
     while True:  # ready when a client can join
         if proc.poll() is not None:
-            pytest.fail(f"jackd exited with {proc.returncode}:\n{log.read_text()}")
+            text = log.read_text()
+            if "Too many servers already active" in text and _clear_stale_registry():
+                return start_jackd(tmp_path, rate, period, prefix)
+            pytest.fail(f"jackd exited with {proc.returncode}:\n{text}")
         try:
             jack.Client("lstest-probe", servername=name, no_start_server=True).close()
             return server
@@ -62,3 +65,18 @@ def start_jackd(tmp_path: Path, rate: int = 48000, period: int = 256,
                 server.stop()
                 pytest.fail(f"jackd did not come up in 15 s:\n{log.read_text()}")
             time.sleep(0.1)
+
+
+def _clear_stale_registry() -> bool:
+    """JACK keeps a fixed-size server registry in /dev/shm; servers that died without
+    cleaning up (killed after a hang) leave entries that make new servers refuse to start.
+    Clear it, only when no jackd at all is running on the machine. Returns True if cleared."""
+    if subprocess.run(["pgrep", "-x", "jackd"], capture_output=True).returncode == 0:
+        return False
+    stale = list(Path("/dev/shm").glob("jack-*")) + list(Path("/dev/shm").glob("jack_*"))
+    for f in stale:
+        if f.is_dir():
+            shutil.rmtree(f, ignore_errors=True)
+        else:
+            f.unlink(missing_ok=True)
+    return bool(stale)
