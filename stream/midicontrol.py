@@ -119,7 +119,9 @@ class MidiController:
     def stop(self) -> None:
         self._running = False
         if self._thread is not None:
-            self._thread.join()
+            # bounded: after a JACK server died, a port query on this thread can block in
+            # libjack; the thread is a daemon, so the program still exits
+            self._thread.join(timeout=2.0)
             self._thread = None
 
     def _run(self) -> None:

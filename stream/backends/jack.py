@@ -394,11 +394,12 @@ class JackHost:
         eng = self._engine
         if eng is not None:
             eng.stop()
-        if not self.shutdown_event.is_set():
-            try:
-                self.client.deactivate()
-            except jack.JackError:
-                pass
+        if self.shutdown_event.is_set():
+            return  # the server is gone: closing the client can block in libjack; we exit
+        try:
+            self.client.deactivate()
+        except jack.JackError:
+            pass
         self.client.close()
 
     def __enter__(self):
