@@ -11,7 +11,7 @@ EPILOG = "Run `livestems COMMAND --help` for the options of one command."
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from livestems.model.registry import DEFAULT_MODEL, describe_models
+    from livestems.model.registry import default_model, describe_models
 
     p = argparse.ArgumentParser(
         prog="livestems",
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--out", required=True, metavar="OUTDIR",
                    help="folder for the results: one sub-folder per input, named after it")
     s.add_argument("--model", default=None, metavar="NAME|PATH",
-                   help=f"built-in model name or model file (default: {DEFAULT_MODEL})")
+                   help=f"built-in model name or model file (default: {default_model()}; $LIVESTEMS_MODEL overrides)")
     s.add_argument("--stems", default=None, metavar="LIST",
                    help="comma-separated stems to write (default: all of the model's stems "
                         "and accompaniment)")
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "replaced on each run)")
     d.add_argument("--seconds", type=float, default=12.0, help="song length (default 12)")
     d.add_argument("--model", default=None, metavar="NAME|PATH",
-                   help=f"model (default: {DEFAULT_MODEL})")
+                   help=f"model (default: {default_model()}; $LIVESTEMS_MODEL overrides)")
     d.add_argument("--block", type=int, default=256, metavar="SAMPLES",
                    help="host block size: smaller lowers latency, but leaves the worker less "
                         "time per block and raises the risk of deadline misses (default 256)")

@@ -10,7 +10,7 @@ NAME = "bench"
 
 
 def add_parser(sub) -> None:
-    from livestems.model.registry import DEFAULT_MODEL
+    from livestems.model.registry import default_model
 
     b = sub.add_parser(
         "bench",
@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
                         "Demucs pads to its 40 s training segment, so it is slow on short files")
     b.add_argument("--out", default="docs", help="with `report`: folder for the report")
     b.add_argument("--model", action="append", default=None, metavar="NAME|PATH",
-                   help=f"model to measure; repeat for several (default: {DEFAULT_MODEL})")
+                   help=f"model to measure; repeat for several (default: {default_model()}; $LIVESTEMS_MODEL overrides)")
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="where the model runs (cuda needs a GPU build of torch)")
     b.add_argument("--hop", type=int, default=None,
@@ -101,11 +101,11 @@ def run(args) -> int:
     from .bench import bench_stream, measure_latency
 
     if args.command == "latency":
-        from livestems.model.registry import DEFAULT_MODEL, load_separator
+        from livestems.model.registry import default_model, load_separator
 
         sep = load_separator(args.model)
         res = measure_latency(sep, block_size=args.block)
-        res["model"] = args.model or DEFAULT_MODEL
+        res["model"] = args.model or default_model()
         if args.json:
             print(json.dumps(res, indent=2))
         else:
@@ -131,7 +131,7 @@ def run(args) -> int:
     if args.seconds is not None and args.seconds <= 0:
         print(f"error: --seconds must be > 0, got {args.seconds}", file=sys.stderr)
         return 2
-    from livestems.model.registry import DEFAULT_MODEL
+    from livestems.model.registry import default_model
 
     import os
 
@@ -158,7 +158,7 @@ def run(args) -> int:
                   f"{','.join(PEERS)}", file=sys.stderr)
             return 2
         try:
-            res = bench_offline(args.model or [DEFAULT_MODEL], seconds=args.seconds or 60.0,
+            res = bench_offline(args.model or [default_model()], seconds=args.seconds or 60.0,
                                 peers=peers, progress=lambda m: print(m, file=sys.stderr))
         except PeerMissing as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -181,7 +181,7 @@ def run(args) -> int:
     for name in args.model or [None]:
         sep = _load(name, args.device, args.hop)
         reports.append(bench_stream(sep, seconds=args.seconds or 10.0,
-                                    model_name=name or DEFAULT_MODEL,
+                                    model_name=name or default_model(),
                                     device=args.device))
     if args.json:
         print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))

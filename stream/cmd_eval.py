@@ -11,7 +11,7 @@ NAME = "eval"
 
 
 def add_parser(sub) -> None:
-    from livestems.model.registry import DEFAULT_MODEL
+    from livestems.model.registry import default_model
 
     p = sub.add_parser(
         "eval",
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
                    help="a MUSDB-layout folder (root/[train|test/]track/{vocals,drums,bass,"
                         "other}.wav) or NI .stem.mp4 files")
     p.add_argument("--model", default=None, metavar="NAME|PATH",
-                   help=f"model under test (default: {DEFAULT_MODEL})")
+                   help=f"model under test (default: {default_model()}; $LIVESTEMS_MODEL overrides)")
     p.add_argument("--subset", default=None, metavar="NAME",
                    help="only this subset folder of a MUSDB folder (e.g. test)")
     p.add_argument("--max-tracks", type=int, default=None, metavar="N",
@@ -105,7 +105,7 @@ def _jsonable(x):
 def run(args) -> int:
     from livestems.model.data import DatasetError
     from livestems.model.evaluate import evaluate, format_report
-    from livestems.model.registry import DEFAULT_MODEL, load_separator
+    from livestems.model.registry import default_model, load_separator
 
     if args.max_tracks is not None and args.max_tracks < 1:
         print(f"error: --max-tracks must be >= 1, got {args.max_tracks}", file=sys.stderr)
@@ -126,7 +126,7 @@ def run(args) -> int:
         print("error: no tracks to evaluate", file=sys.stderr)
         return 2
     try:
-        report = evaluate(gen, sep, args.model or DEFAULT_MODEL,
+        report = evaluate(gen, sep, args.model or default_model(),
                           baselines=not args.no_baselines, progress=not args.quiet)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)

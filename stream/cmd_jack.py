@@ -13,8 +13,8 @@ def add_parser(sub) -> None:
         help="run as a JACK client: per-stem output ports, mix, karaoke",
         description=(
             "Join a running JACK server as a client that separates in_L/in_R live. Output "
-            "ports: one L/R pair per stem of the model (vocals_L/R and accompaniment_L/R for "
-            "the default 'center' model; vocals, drums, bass, other for a 4-stem model), "
+            "ports: one L/R pair per stem of the model (drums, bass, other, vocals for the "
+            "default rt-tiny; vocals_L/R and accompaniment_L/R for 'center'), "
             "mix_L/R (the stem mixer, MIDI-controlled) and karaoke_L/R (every stem but "
             "vocals); a MIDI input port midi_in. The latency (model + hop + JACK period, plus "
             "the resamplers when the server's rate is not the model's) is published as JACK "
@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
 
 def add_jack_arguments(p) -> None:
     """The options every JACK-client command shares (`jack`, `midi`)."""
-    from livestems.model.registry import DEFAULT_MODEL
+    from livestems.model.registry import default_model
 
     p.add_argument("--name", default="livestems", help="JACK client name (default livestems)")
     p.add_argument("--server", default=None, metavar="NAME",
@@ -43,7 +43,7 @@ def add_jack_arguments(p) -> None:
     p.add_argument("--output", default=None, metavar="DEST",
                    help="connect karaoke_L/R to DEST (e.g. 'system' for the speakers)")
     p.add_argument("--model", default=None, metavar="NAME|PATH",
-                   help=f"model (default: {DEFAULT_MODEL})")
+                   help=f"model (default: {default_model()}; $LIVESTEMS_MODEL overrides)")
     p.add_argument("--resample-quality", default="HQ", choices=["LQ", "MQ", "HQ", "VHQ"],
                    help="resampler used when the server's rate is not the model's (48 kHz "
                         "server, 44.1 kHz model): HQ is clean (~-100 dB aliasing) but adds "

@@ -9,7 +9,7 @@ NAME = "karaoke"
 
 
 def add_parser(sub) -> None:
-    from livestems.model.registry import DEFAULT_MODEL
+    from livestems.model.registry import default_model
 
     p = sub.add_parser(
         NAME,
@@ -66,7 +66,7 @@ def add_parser(sub) -> None:
                    help="device buffering: 'low', 'high' or seconds. low answers faster; high "
                         "survives a busy machine without dropouts (default low)")
     p.add_argument("--model", default=None, metavar="NAME|PATH",
-                   help=f"model (default: {DEFAULT_MODEL})")
+                   help=f"model (default: {default_model()}; $LIVESTEMS_MODEL overrides)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     p.add_argument("--no-view", action="store_true",
                    help="no live view (for scripts); stop with Ctrl-C or --seconds")

@@ -16,7 +16,7 @@ import numpy as np
 
 from livestems.dsp.warmup import warmup
 from livestems.model.demo_song import make_demo_song
-from livestems.model.registry import DEFAULT_MODEL, load_separator
+from livestems.model.registry import default_model, load_separator
 
 from .audio_io import write_audio
 from .backends.file import play_through
@@ -70,7 +70,7 @@ def run_demo(outdir: str | Path = "demo-out", *, seconds: float = 12.0, model: s
     rate = sep.sample_rate
     say(f"livestems demo: {seconds:g} s synthetic song, {song.tempo_bpm:g} bpm in {song.key} "
         f"(drums, bass, keys and a sung lead; seed {seed})")
-    say(f"model {model or DEFAULT_MODEL}: stems {', '.join(sep.sources)}; {rate} Hz; "
+    say(f"model {model or default_model()}: stems {', '.join(sep.sources)}; {rate} Hz; "
         f"hop {sep.hop}; host blocks of {block_size}")
     say(f"latency: {engine.latency_samples} samples = {1000 * engine.latency_samples / rate:.1f}"
         f" ms (model {sep.latency_samples} + hop {sep.hop} + block {block_size})")

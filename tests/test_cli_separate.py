@@ -151,3 +151,32 @@ def test_unknown_stem_and_model_are_clear_errors(tmp_path):
     assert proc.returncode != 0 and "vocals,accompaniment" in proc.stderr
     proc = run_cli("separate", tmp_path / "s.wav", "-o", tmp_path / "o", "--model", "nope")
     assert proc.returncode == 2 and "center" in proc.stderr
+
+
+def test_default_model_writes_its_four_stems_and_the_accompaniment(real_dir, tmp_path,
+                                                                   shipped_default):
+    """Out of the box (`rt-tiny`, trained): a real clip gives drums, bass, other, vocals and
+    accompaniment (their non-vocal sum), each the input's length, in time with the input."""
+    clip = real_dir / "the-easton-ellises-falcon-69.stem.mp4"
+    proc = run_cli("separate", clip, "-o", tmp_path / "out", "-q")
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "out" / "the-easton-ellises-falcon-69"
+    got = {p.stem for p in folder.glob("*.wav")}
+    assert got == {"drums", "bass", "other", "vocals", "accompaniment"}
+    stems = {}
+    for name in got:
+        y, r = sf.read(folder / f"{name}.wav", dtype="float32", always_2d=True)
+        assert r == 44100
+        stems[name] = y
+    n = stems["vocals"].shape[0]
+    assert all(y.shape == (n, 2) for y in stems.values()) and n > 5 * 44100
+    np.testing.assert_allclose(stems["accompaniment"],
+                               stems["drums"] + stems["bass"] + stems["other"], atol=1e-4)
+    # aligned: the stems' sum follows the input at lag 0 (the model latency was removed)
+    total = sum(stems[s] for s in ("drums", "bass", "other", "vocals"))[:, 0]
+    from livestems.stream.audio_io import read_audio
+
+    x = read_audio(clip).samples[0]
+    lags = range(-300, 301, 50)
+    corr = [np.dot(total[1000:-1000], np.roll(x, k)[1000:-1000]) for k in lags]
+    assert list(lags)[int(np.argmax(corr))] == 0
