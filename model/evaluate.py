@@ -268,7 +268,8 @@ def evaluate(tracks, separator, method: str, *, baselines: bool = True, n_fft: i
         separator: a :class:`~livestems.model.protocol.Separator`; run via its streaming path.
         method: its name in the report.
         baselines: also score the mixture, the ``center`` DSP baseline and the IRM oracle.
-        n_fft: the oracle's STFT size (default: ``separator.n_fft`` or 4096).
+        n_fft: the oracle's STFT size (default: ``separator.n_fft``, else its network's
+            ``module.n_fft``, else 4096).
         progress: show a progress bar per track (stderr).
 
     Returns:
@@ -279,7 +280,9 @@ def evaluate(tracks, separator, method: str, *, baselines: bool = True, n_fft: i
     from .center import CenterCancel
 
     scored = scored_sources(separator.sources)
-    n_fft = int(n_fft or getattr(separator, "n_fft", 4096))
+    # the model's own STFT size: the separator's, or its network's (StreamingHybrid.module)
+    n_fft = int(n_fft or getattr(separator, "n_fft", None)
+                or getattr(getattr(separator, "module", None), "n_fft", None) or 4096)
     methods: dict = {method: {}}
     center = None
     if baselines:

@@ -162,3 +162,12 @@ def test_cli_eval_folder_reports_skips_and_strict_stops(tmp_path, capsys):
     assert "drums.wav" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing.stem.mp4"), "--quiet"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_oracle_uses_the_networks_stft_size():
+    """The IRM oracle runs at the model's STFT size: 1024 for rt-tiny (its network's n_fft),
+    not the 4096 fallback for separators that declare none."""
+    from livestems.model.presets import build_preset
+
+    rep = evaluate([centred_track(seconds=2.0)], build_preset("rt-tiny"), "rt-tiny")
+    assert rep["baselines"]["oracle_irm2"]["n_fft"] == 1024
