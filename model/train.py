@@ -74,7 +74,7 @@ class TrainError(ValueError):
 
 # options that decide the trajectory: a resumed run must use the same values, or it would not
 # be the run its checkpoints belong to
-_FIXED = ("preset", "teacher", "seed", "batch_size", "segment_seconds", "lr", "warmup_steps",
+_FIXED = ("preset", "init", "teacher", "seed", "batch_size", "segment_seconds", "lr", "warmup_steps",
           "schedule", "steps_for_schedule", "stft_loss", "clip_grad", "remix", "epoch_size")
 
 
@@ -82,7 +82,8 @@ _FIXED = ("preset", "teacher", "seed", "batch_size", "segment_seconds", "lr", "w
 class TrainConfig:
     """Options of one training run (the CLI's flags; units in the names).
 
-    Trajectory (must not change on resume): ``preset``, ``teacher``, ``seed`` (weights init
+    Trajectory (must not change on resume): ``preset``, ``init`` (a model file whose weights
+    replace the seeded initialisation: fine-tuning), ``teacher``, ``seed`` (weights init
     and data order), ``batch_size``, ``segment_seconds``, ``lr``, ``warmup_steps``,
     ``schedule`` ('constant' after warm-up, or 'cosine' down to 0 at ``steps``),
     ``stft_loss`` (weight of the multi-resolution STFT term; 0 = L1 only), ``clip_grad``
@@ -98,6 +99,7 @@ class TrainConfig:
     out: str
     preset: str = "rt-tiny"
     teacher: str | None = None
+    init: str | None = None  # start from this model file's weights (fine-tuning)
     valid: str | None = None
     steps: int = 100_000
     batch_size: int = 4
@@ -765,6 +767,37 @@ def _export(net, out: Path, name: str, provenance: dict) -> Path:
     return out / f"{name}.json"
 
 
+def _init_from(net, spec: str, preset: str) -> dict:
+    """Load a model file's weights into the freshly built preset network (fine-tuning)."""
+    from .checkpoint import CheckpointError, load_model
+
+    try:
+        src = load_model(spec)
+    except CheckpointError as exc:
+        raise TrainError(f"--init {spec}: {exc}") from None
+    if type(src) is not type(net) or tuple(src.sources) != tuple(net.sources):
+        raise TrainError(f"--init {spec}: a {type(src).__name__} separating into "
+                         f"{', '.join(src.sources)}; expected a {type(net).__name__} with the "
+                         f"sources of preset {preset} ({', '.join(net.sources)})")
+    own, theirs = net.state_dict(), src.state_dict()
+    bad = [k for k in own if k not in theirs or theirs[k].shape != own[k].shape]
+    if bad or set(theirs) - set(own):
+        raise TrainError(f"--init {spec}: its architecture is not preset {preset}'s (tensors "
+                         f"{', '.join((bad or sorted(set(theirs) - set(own)))[:4])} differ). "
+                         "Fix: pass the --preset the model was trained from")
+    net.load_state_dict(theirs)
+    prov = getattr(src, "provenance", {}) or {}
+    return {"model": str(spec), "sha256": _sha_of(spec), "steps": prov.get("steps"),
+            "wall_seconds": prov.get("wall_seconds"), "kind": prov.get("kind")}
+
+
+def _sha_of(spec: str) -> str | None:
+    try:
+        return json.loads(Path(spec).read_text()).get("sha256")
+    except (OSError, ValueError):
+        return None
+
+
 def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     """Train (or resume) the run in ``cfg.out``; returns a summary dict.
 
@@ -814,7 +847,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
                                        indent=1) + "\n")
 
     # -- model, optimizer, schedule -----------------------------------------------------------
-    net = build_preset_net(cfg.preset, seed=cfg.seed).to(device)
+    net = build_preset_net(cfg.preset, seed=cfg.seed)
+    init_from = _init_from(net, cfg.init, cfg.preset) if cfg.init else None
+    net = net.to(device)
     net.train()
     sources = tuple(net.sources)
     rate = net.samplerate
@@ -920,7 +955,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
                      "synth_seeds": ([train_seeds[0], train_seeds[-1], len(train_seeds)]
                                      if train_seeds else None)},
             "valid": str(Path(cfg.valid).resolve()) if cfg.valid else None,
-            "seed": cfg.seed, "steps": step, "options": fixed,
+            "seed": cfg.seed, "steps": step, "options": fixed, "init_from": init_from,
             "samples_seen": step * cfg.batch_size * seg,
             "wall_seconds": round(wall_before + time.monotonic() - t_start, 1),
             "hardware": _hardware(device), "loss": {"train_ema": ema, "best_valid": best},

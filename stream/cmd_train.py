@@ -29,6 +29,11 @@ def add_parser(sub) -> None:
     p.add_argument("--out", "-o", required=True, metavar="OUT",
                    help="run folder: checkpoints, log and model files; an existing run there is "
                         "resumed")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from this model file's weights instead of a random "
+                        "initialisation (fine-tuning, e.g. the shipped "
+                        "model/weights/rt-tiny.json on your own stems); its architecture "
+                        "must be the preset's. Use a lower --lr than from scratch")
     p.add_argument("--teacher", default=None, metavar="MODEL",
                    help="distil: targets come from this separator (a model file such as an "
                         "official Hybrid Demucs converted by `livestems import-demucs`, or a "
@@ -92,7 +97,7 @@ def run(args) -> int:
     from livestems.model.train import TrainConfig, TrainError, train
 
     cfg = TrainConfig(
-        data=args.data, out=args.out, preset=args.preset, teacher=args.teacher,
+        data=args.data, out=args.out, preset=args.preset, teacher=args.teacher, init=args.init,
         valid=args.valid, steps=args.steps, batch_size=args.batch_size,
         segment_seconds=args.segment_seconds, lr=args.lr, warmup_steps=args.warmup_steps,
         schedule=args.schedule, stft_loss=args.stft_loss, clip_grad=args.clip_grad,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from livestems.model.checkpoint import save_model
+from livestems.model.checkpoint import load_model, save_model
 from livestems.model.hybrid.causal import CausalHybridNet
 from livestems.model.presets import PRESETS
 from livestems.model.train import (
@@ -388,3 +388,27 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(data, tmp_path):
     res = run(config(data, out, valid=None, schedule="constant", warmup_steps=0, lr=3e-4,
                      steps=100_000, stop_after_steps=1))
     assert res["start_step"] == steps[-1]
+
+
+def test_init_fine_tunes_from_a_model_file_and_refuses_other_architectures(data, tmp_path):
+    """--init starts from a model file's weights (the shipped default, say): step 0 of the new
+    run is those weights, and the run records where it started."""
+    start, start_net = save_teacher(tmp_path / "start", ["drums", "bass", "other", "vocals"])
+    out = tmp_path / "ft"
+    run(config(data, out, init=str(start), steps=2, valid=None, lr=1e-12, warmup_steps=0,
+               schedule="constant"))
+    tuned = load_model(out / "model.json")
+    # a negligible learning rate: the fine-tuned weights are still (almost) the start's
+    for k, v in start_net.state_dict().items():
+        assert torch.allclose(tuned.state_dict()[k], v, atol=1e-6), k
+    prov = json.loads((out / "model.json").read_text())["provenance"]
+    assert prov["init_from"]["model"] == str(start) and prov["options"]["init"] == str(start)
+    # a model of another architecture (rt-small's channels) is refused with the fix
+    torch.manual_seed(0)
+    other = save_model(CausalHybridNet(["drums", "bass", "other", "vocals"],
+                                       **PRESETS["rt-small"].args), tmp_path / "small")
+    with pytest.raises(TrainError, match="not preset rt-tiny's.*Fix: pass the --preset"):
+        run(config(data, tmp_path / "ft2", init=str(other), steps=1, valid=None))
+    two, _ = save_teacher(tmp_path / "two", ["vocals", "accompaniment"])
+    with pytest.raises(TrainError, match="separating into vocals, accompaniment"):
+        run(config(data, tmp_path / "ft3", init=str(two), steps=1, valid=None))
