@@ -8,9 +8,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # ffmpeg: NI stems and mp4 decoding; jackd2 + libportaudio2: live audio and its tests;
 # espeak-ng, fluidsynth, fluid-soundfont-gm: the synthetic training data; the rest builds and
-# hosts the C bridge and the plugin (dpf-source, lv2 tools, a C/C++ toolchain)
+# hosts the C bridge and the plugin (dpf-source, lv2 tools, a C/C++ toolchain; clang and its
+# runtime libraries for the libFuzzer harness of the C API)
 DEBS := ffmpeg jackd2 libjack-jackd2-dev libportaudio2 espeak-ng fluidsynth fluid-soundfont-gm \
-        dpf-source lv2-dev lv2file lilv-utils sordi g++ make
+        dpf-source lv2-dev lv2file lilv-utils sordi g++ make clang libclang-rt-14-dev
 
 .PHONY: demo test deps venv clean
 

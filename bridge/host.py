@@ -233,7 +233,8 @@ def _configure(ffi, lib, h) -> BridgeEngine:
     model = ffi.string(lib.ls__cfg_model(h)).decode("utf-8", "replace") or None
     rate = float(lib.ls__cfg_rate(h))
     channels = int(lib.ls__cfg_channels(h))
-    quality = ffi.string(lib.ls__cfg_quality(h)).decode()
+    # "replace": bytes that are not UTF-8 are a bad quality (ERR_CONFIG), not a Python error
+    quality = ffi.string(lib.ls__cfg_quality(h)).decode("utf-8", "replace")
     if quality not in ("HQ", "LQ", "VHQ", "MQ", "QQ"):
         raise _CreateError(ERR_CONFIG, f"resample_quality must be HQ, LQ, VHQ, MQ or QQ, "
                                        f"got {quality!r}")

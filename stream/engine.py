@@ -213,6 +213,8 @@ class Engine:
         self._pull_dry = np.zeros((c, nb), dtype=np.float32)
         self._pull_fb = np.zeros((rows, nb), dtype=np.float32)
         self._push_buf = np.zeros((c, nb), dtype=np.float32)
+        self._push_zeros = np.zeros((c, nb), dtype=np.float32)
+        self._owed = 0  # input frames dropped on overflow, still to be written as silence
         self._last = np.zeros(rows, dtype=np.float64)
         self._offset = np.zeros(rows, dtype=np.float64)
         self._decay = math.exp(-1.0 / max(1.0, crossfade_ms * 1e-3 * self.sample_rate))
@@ -305,6 +307,7 @@ class Engine:
         self.deadline_misses = 0
         self.missed_samples = 0
         self.input_overflows = 0
+        self._owed = 0
         self.nonfinite_samples = 0
         self.worker_error: str | None = None
         self._times.fill(0.0)
@@ -341,9 +344,23 @@ class Engine:
                 f"got {block.dtype} {list(block.shape)}; push smaller blocks or build the "
                 f"Engine with a larger block_size"
             )
-        written = self._in.write(block)
-        if written < n:  # the worker has stalled for longer than the ring: drop, count
-            self.input_overflows += n - written
+        # Frames dropped while the worker stalled are owed to the input ring as silence, in
+        # their place: the worker maps input frames to output positions by counting them, so
+        # a plain drop would make every later hop look already played (never wet again).
+        while self._owed:
+            k = min(self._owed, self.block_size)
+            got = self._in.write(self._push_zeros[:, :k])
+            self._owed -= got
+            if got < k:
+                break
+        if self._owed:  # still no room: this block is dropped (owed) too
+            self._owed += n
+            self.input_overflows += n
+        else:
+            written = self._in.write(block)
+            if written < n:  # the worker has stalled for longer than the ring: drop, count
+                self.input_overflows += n - written
+                self._owed += n - written
         self._dry.write(block)
 
     def pull_into(self, mix_out: np.ndarray, stems_out: np.ndarray | None = None,

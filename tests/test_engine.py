@@ -174,3 +174,27 @@ def test_bus_gain_change_ramps_without_a_step():
     y = np.concatenate(out)[engine.latency_samples + 10:]
     assert y[0] == pytest.approx(0.5, abs=1e-6) and y[-1] < 1e-3
     assert np.abs(np.diff(y)).max() < 0.5 * 0.01  # 10 ms one-pole: < 1% of the step a sample
+
+
+def test_after_an_input_overflow_the_model_takes_over_again():
+    """A worker stall longer than the input ring drops input (counted); once the worker runs
+    again the output comes from the model again, in time (the dropped frames become silence
+    in their place, so the frame count that maps hops to output positions stays right)."""
+    from livestems.model.registry import load_separator
+
+    sep = load_separator("center")
+    eng = Engine(sep, block_size=256, ring_seconds=0.1)  # a 4410-frame input ring
+    x = music_like(2, 256 * 200, seed=3)
+    mix = np.zeros((2, 256), dtype=np.float32)
+    blocks = [np.ascontiguousarray(x[:, i * 256:(i + 1) * 256]) for i in range(200)]
+    for b in blocks[:40]:  # the worker is stalled: nothing runs the model
+        eng.push(b)
+        eng.pull_into(mix)
+    assert eng.input_overflows > 0
+    wet = []
+    for b in blocks[40:]:
+        eng.push(b)
+        eng.run_pending()
+        wet.append(eng.pull_into(mix))
+    assert all(wet[-100:]), f"{sum(wet[-100:])} of the last 100 blocks came from the model"
+    assert eng.stats().hops_processed > 100

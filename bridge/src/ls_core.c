@@ -13,7 +13,8 @@
  *                    or, when the worker has not delivered in time, the dry input delayed by
  *                    exactly the latency (silence on the stems), spliced without a click.
  * This is the same algorithm, step for step, as Engine.push / Engine.pull_into in
- * stream/engine.py, so the C bridge and the Python apps produce the same samples.
+ * stream/engine.py, so the C bridge and the Python apps produce the same samples (except
+ * after an input overflow, which ls_push repairs and Engine.push does not yet).
  *
  * Ring protocol (SPSC): `w` and `r` count samples ever written / read. The producer copies,
  * then publishes `w` with a release store; the consumer loads `w` with acquire before
@@ -73,6 +74,7 @@ struct livestems {
     /* audio side (only the process() thread touches these, except `q`) */
     _Alignas(64) _Atomic uint64_t q; /* output position of the next frame; the worker reads it */
     int wet_mode;
+    uint64_t in_pending;            /* input frames dropped, not yet replaced (ls_push) */
     uint32_t xfade_pos, xfade_len;
     double decay;
     double *last, *offset;          /* [rows] */
@@ -216,6 +218,24 @@ static uint64_t ls_ring_write(ls_ring *rg, const float *const *rows_in, uint32_t
     return n;
 }
 
+/* producer: n frames of silence; returns frames written */
+static uint64_t ls_ring_write_zeros(ls_ring *rg, uint64_t n) {
+    uint64_t w = atomic_load_explicit(&rg->w, memory_order_relaxed);
+    uint64_t r = atomic_load_explicit(&rg->r, memory_order_acquire);
+    uint64_t space = rg->cap - (w - r);
+    if (n > space) n = space;
+    if (n == 0) return 0;
+    uint64_t pos = w & rg->mask, first = rg->cap - pos;
+    if (first > n) first = n;
+    for (uint32_t c = 0; c < rg->rows; c++) {
+        float *dst = rg->buf + (size_t)c * rg->cap;
+        memset(dst + pos, 0, first * sizeof(float));
+        if (n > first) memset(dst, 0, (n - first) * sizeof(float));
+    }
+    atomic_store_explicit(&rg->w, w + n, memory_order_release);
+    return n;
+}
+
 /* consumer: copy up to n frames into out (rows of stride `stride`, from column `start`) */
 static uint64_t ls_ring_read(ls_ring *rg, float *out, uint64_t stride, uint64_t start,
                              uint64_t n) {
@@ -289,15 +309,57 @@ static int64_t ls_now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* Drop the wet frames for output positions before q: played dry already (the pull skips them
+ * too). While process() waits in offline mode, this keeps room in the wet ring for the
+ * worker, which otherwise stops when the ring is full of frames no one will read. */
+static void ls_skip_late(livestems_t *h, uint64_t q) {
+    ls_ring *wr = &h->ring[LS_RING_WET];
+    uint64_t r = atomic_load_explicit(&wr->r, memory_order_relaxed);
+    if (q > r) ls_ring_skip(wr, q - r);
+}
+
 /* offline mode only: wait until the worker has written this block's output */
-static void ls_wait_for_model(livestems_t *h, uint64_t q, uint32_t n) {
+static void ls_wait_for_model(livestems_t *h, uint64_t q, uint32_t n, int64_t deadline) {
     ls_ring *wet = &h->ring[LS_RING_WET];
-    int64_t deadline = ls_now_ns() + LS_OFFLINE_TIMEOUT_NS;
     struct timespec nap = {0, 50000};
     while (atomic_load_explicit(&wet->w, memory_order_acquire) < q + n &&
            !atomic_load_explicit(&h->worker_failed, memory_order_acquire) &&
-           ls_now_ns() < deadline)
+           ls_now_ns() < deadline) {
+        ls_skip_late(h, q);
         nanosleep(&nap, NULL);
+    }
+}
+
+/* Push a block into the in ring. The worker maps the k-th frame it reads from the ring to
+ * output position k + queue, so the ring must get exactly one frame per frame pushed. Frames
+ * it has no room for (the worker stalled for longer than the ring holds) are dropped and
+ * counted, and replaced by as many zeros, ahead of any later input, as soon as there is room.
+ * Without that, every later hop maps to an output position already played, is skipped as
+ * late, and the outputs stay on the dry fallback for good (and in offline mode every
+ * process() waits its full timeout). In offline mode (deadline != 0), wait for room until
+ * the deadline instead of dropping. */
+static void ls_push(livestems_t *h, const float *const *in, uint32_t c, uint32_t nframes,
+                    uint64_t q, int64_t deadline) {
+    ls_ring *rg = &h->ring[LS_RING_IN];
+    const float *rows[LS_MAX_CHANNELS];
+    uint32_t done = 0;
+    struct timespec nap = {0, 50000};
+    for (;;) {
+        if (h->in_pending) h->in_pending -= ls_ring_write_zeros(rg, h->in_pending);
+        if (!h->in_pending && done < nframes) {
+            for (uint32_t i = 0; i < c; i++) rows[i] = in[i] + done;
+            done += (uint32_t)ls_ring_write(rg, rows, c, nframes - done);
+        }
+        if (done == nframes || !deadline || ls_now_ns() >= deadline ||
+            atomic_load_explicit(&h->worker_failed, memory_order_acquire))
+            break;
+        ls_skip_late(h, q);
+        nanosleep(&nap, NULL);
+    }
+    if (done < nframes) {
+        atomic_fetch_add_explicit(&h->input_overflows, nframes - done, memory_order_relaxed);
+        h->in_pending += nframes - done;
+    }
 }
 
 static void ls_zero_outputs(float *const *out, uint32_t n_out, uint32_t nframes) {
@@ -347,13 +409,13 @@ LIVESTEMS_EXPORT int livestems_process(livestems_t *h, const float *const *in, u
     if (nframes == 0) return LIVESTEMS_OK;
 
     /* push */
-    uint64_t written = ls_ring_write(&h->ring[LS_RING_IN], in, c, nframes);
-    if (written < nframes) /* the worker stalled for longer than the ring: drop, count */
-        atomic_fetch_add_explicit(&h->input_overflows, nframes - written, memory_order_relaxed);
-    ls_ring_write(&h->ring[LS_RING_DRY], in, c, nframes);
-
+    /* offline: one deadline for the wait for room and the wait for the model */
+    int64_t deadline = atomic_load_explicit(&h->offline, memory_order_relaxed)
+                           ? ls_now_ns() + LS_OFFLINE_TIMEOUT_NS : 0;
     uint64_t q = atomic_load_explicit(&h->q, memory_order_relaxed);
-    if (atomic_load_explicit(&h->offline, memory_order_relaxed)) ls_wait_for_model(h, q, nframes);
+    ls_push(h, in, c, nframes, q, deadline);
+    ls_ring_write(&h->ring[LS_RING_DRY], in, c, nframes);
+    if (deadline) ls_wait_for_model(h, q, nframes, deadline);
 
     /* pull */
     uint32_t n = nframes, mb = h->max_block;
