@@ -142,6 +142,9 @@ def run(args) -> int:
         print(f"error: --threads must be >= 1, got {threads}", file=sys.stderr)
         return 2
     torch.set_num_threads(threads)
+    from . import engine as engine_mod
+
+    engine_mod.STREAM_TORCH_THREADS = threads  # engines keep what was asked for
     if args.what == "report":
         from .bench_report import write_report
 

@@ -59,6 +59,14 @@ def add_jack_arguments(p) -> None:
     p.add_argument("--view", action="store_true",
                    help="live terminal view: meters, latency, real-time factor, misses, "
                         "xruns; q quits")
+    p.add_argument("--rt-priority", type=int, default=None, metavar="N",
+                   help="SCHED_FIFO priority (1-99) for our process thread; 0 leaves it a "
+                        "normal thread. Default: a real-time jackd sets its clients' priority "
+                        "itself, so we ask for 70 only when the server runs without "
+                        "real-time scheduling (jackd --no-realtime), where an ordinary busy "
+                        "thread could otherwise delay a cycle into an xrun. Needs root, "
+                        "CAP_SYS_NICE or an rtprio limit (e.g. the 'audio' group); without "
+                        "it the thread stays normal and --stats says why")
     p.add_argument("--stats", default=None, metavar="FILE.json",
                    help="write the run's counters (latency, misses, xruns, per-hop times, "
                         "first frame) to this JSON file on exit")
@@ -99,7 +107,8 @@ def serve(args, *, midi_feedback: bool = False) -> int:
     from .cmd_midi import start_midi
 
     host = JackHost(sep, name=args.name, servername=args.server,
-                    resample_quality=args.resample_quality, midi_feedback=midi_feedback)
+                    resample_quality=args.resample_quality, midi_feedback=midi_feedback,
+                    rt_priority=args.rt_priority)
     ctl = None
     try:
         eng = host.engine

@@ -48,6 +48,7 @@ the caller's thread: that is how files are separated faster than real time.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ from .ring import Ring
 __all__ = ["Engine", "EngineStats"]
 
 _TIMES_KEPT = 1 << 14  # per-hop compute times kept for percentiles (a power of two)
+STREAM_TORCH_THREADS = 1  # torch intra-op threads while streaming (Engine.limit_torch_threads)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -314,12 +316,26 @@ class Engine:
 
     def start(self) -> "Engine":
         """Start the worker thread (idempotent). Call :func:`warmup` before, not after."""
+        self.limit_torch_threads()
         if self._thread is None:
             self._running = True
             self._thread = threading.Thread(target=self._worker, name="livestems-worker",
                                             daemon=True)
             self._thread.start()
         return self
+
+    @staticmethod
+    def limit_torch_threads(threads: int | None = None) -> None:
+        """One torch intra-op thread for the hop-by-hop step (process-wide, if torch is in
+        use). A hop's tensors are tiny: a second thread adds a hand-off per op and, when the
+        other core is busy (the audio thread, the host, anything), waits for it, which is
+        what blows the p99 up (docs/MODEL.md). Called by :meth:`start` and by the file
+        backend before it runs hops itself. ``livestems bench --threads N`` sets the module's
+        ``STREAM_TORCH_THREADS`` to measure other counts."""
+        threads = threads or STREAM_TORCH_THREADS
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
     def stop(self) -> None:
         """Stop the worker thread and wait for it."""

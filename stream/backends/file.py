@@ -41,6 +41,8 @@ def play_through(
     period = block / engine.sample_rate
     if paced:
         engine.start()
+    else:
+        engine.limit_torch_threads()
     t0 = time.perf_counter()
     try:
         for k in range(n_blocks):

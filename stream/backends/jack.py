@@ -40,6 +40,7 @@ karaoke bus; ``key.shift`` drives the separator's ``set_semitones`` when it has 
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
 import time
@@ -65,6 +66,9 @@ CAPTURE, PLAYBACK = 0, 1  # jack_latency_callback_mode_t
 # worker to let go; 0.5 ms bounds that wait well inside the period.
 _SWITCH_INTERVAL_S = 0.0005
 _XRUN_GRACE_S = 0.1  # JACK reports spurious xruns right after activation (DESIGN.md)
+# priority of our process thread under a non-real-time server (jackd -R uses 10 + offsets for
+# its own clients; above the model worker, which stays a normal thread)
+_AUTO_RT_PRIORITY = 70
 _MAX_GAP_BLOCKS = 16  # skipped cycles we make up for with silence (longer: just count them)
 
 
@@ -152,7 +156,7 @@ class JackHost:
 
     def __init__(self, separator, *, name: str = "livestems", servername: str | None = None,
                  resample_quality: str = "HQ", crossfade_ms: float = 2.0,
-                 midi_feedback: bool = False):
+                 midi_feedback: bool = False, rt_priority: int | None = None):
         if separator.channels != 2:
             raise AudioBackendError("the JACK client is stereo", expected="a 2-channel model",
                                     got=f"{separator.channels} channels")
@@ -174,6 +178,12 @@ class JackHost:
         self._reconfigure: tuple[int, int] | None = None
         self._activated_at: float | None = None
         self._next_frame = -1
+        # SCHED_FIFO for our process thread (see _promote): None = only when the server runs
+        # without real-time scheduling (its clients' threads then get none either); 0 = never
+        self._rt_request = rt_priority
+        self.rt_priority = 0  # what the process thread got (0: normal scheduling)
+        self.rt_error: str | None = None
+        self._promoted = False
         self._closed = False
         self._error_shown = False
         self.params = ParamSet(stem_params(self.sources))
@@ -381,6 +391,7 @@ class JackHost:
             max_xrun_delay_us=round(self.max_xrun_delay_us, 1), midi_events=self.midi_events,
             midi_dropped=self.midi_ring.dropped, midi_out_dropped=self.midi_out_dropped,
             frame_gaps=self.frame_gaps, first_frame=self.first_frame,
+            process_thread_rt_priority=self.rt_priority, process_thread_rt_error=self.rt_error,
             ports=[p.name for p in self.outports],
             shutdown_reason=self.shutdown_reason,
         )
@@ -413,6 +424,8 @@ class JackHost:
         """JACK process thread: copy in -> engine -> copy out. No locks, no logging, no
         raising, no buffers allocated (numpy makes small view objects around JACK's port
         buffers; that is CPython object churn, not audio-sized memory)."""
+        if not self._promoted:
+            self._promote()
         eng = self._engine
         outs = self.outports
         if eng is None or frames > self._blocksize:  # re-configuring: silence until ready
@@ -468,6 +481,27 @@ class JackHost:
                     out.write_midi_event(0, data)
                 except jack.JackError:  # the buffer is full this cycle: drop, count
                     self.midi_out_dropped += 1
+
+    def _promote(self) -> None:
+        """Process thread, first cycle only: ask for SCHED_FIFO for this thread.
+
+        A real-time jackd gives its clients' process threads real-time priority itself; a
+        ``--no-realtime`` server gives none, and then any busy thread of the machine (our own
+        model worker included) can delay a cycle past its deadline: an xrun. Linux applies
+        ``sched_setscheduler(0, ...)`` to the calling thread only. Without the right (root,
+        CAP_SYS_NICE or an rtprio limit) the call fails and the thread stays as it was; the
+        reason is kept in :attr:`rt_error` and shown in the stats. One system call, once."""
+        self._promoted = True
+        want = self._rt_request
+        if want is None:
+            want = 0 if self.client.realtime else _AUTO_RT_PRIORITY
+        if want <= 0:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(want)))
+            self.rt_priority = int(want)
+        except (OSError, AttributeError, ValueError) as exc:
+            self.rt_error = f"{type(exc).__name__}: {exc}"
 
     # -- JACK's notification thread --------------------------------------------------------
     def _on_xrun(self, delayed_usecs: float) -> None:

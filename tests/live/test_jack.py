@@ -27,13 +27,16 @@ def _cli(*args, env=None, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def _start_livestems(server, tmp_path, *extra):
+def _start_livestems(server, tmp_path, *extra, sources=("vocals", "accompaniment")):
+    """`livestems jack` on ``server``, once its ports (those of a model separating into
+    ``sources``) exist and it has published its latency."""
+    ports = [f"{CLIENT}:{p}" for p in port_layout(tuple(sources))]
     stats = tmp_path / f"stats-{time.monotonic_ns()}.json"
     proc = _cli("jack", "--server", server.name, "--stats", str(stats), *extra)
     try:
-        wait_for_ports(server.name, PORTS + [f"{CLIENT}:in_L", f"{CLIENT}:midi_in"])
-        deadline = time.monotonic() + 20  # ports exist before activation; latency after
-        while lsp_capture_latency(server.name, PORTS[0])[0] == 0:
+        wait_for_ports(server.name, ports + [f"{CLIENT}:in_L", f"{CLIENT}:midi_in"])
+        deadline = time.monotonic() + 30  # ports exist before activation; latency after
+        while lsp_capture_latency(server.name, ports[0])[0] == 0:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise TimeoutError
             time.sleep(0.1)
