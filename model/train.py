@@ -848,7 +848,14 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
 
     # -- model, optimizer, schedule -----------------------------------------------------------
     net = build_preset_net(cfg.preset, seed=cfg.seed)
-    init_from = _init_from(net, cfg.init, cfg.preset) if cfg.init else None
+    init_from = None
+    if cfg.init:
+        resuming = bool(list_checkpoints(out) or cfg.resume_from)
+        if resuming and not Path(cfg.init).is_file():
+            # the checkpoint holds the weights; the starting file is only provenance now
+            init_from = {"model": str(cfg.init), "note": "not found when resumed"}
+        else:
+            init_from = _init_from(net, cfg.init, cfg.preset)
     net = net.to(device)
     net.train()
     sources = tuple(net.sources)

@@ -59,14 +59,14 @@ def add_jack_arguments(p) -> None:
     p.add_argument("--view", action="store_true",
                    help="live terminal view: meters, latency, real-time factor, misses, "
                         "xruns; q quits")
-    p.add_argument("--rt-priority", type=int, default=None, metavar="N",
-                   help="SCHED_FIFO priority (1-99) for our process thread; 0 leaves it a "
-                        "normal thread. Default: a real-time jackd sets its clients' priority "
-                        "itself, so we ask for 70 only when the server runs without "
-                        "real-time scheduling (jackd --no-realtime), where an ordinary busy "
-                        "thread could otherwise delay a cycle into an xrun. Needs root, "
-                        "CAP_SYS_NICE or an rtprio limit (e.g. the 'audio' group); without "
-                        "it the thread stays normal and --stats says why")
+    p.add_argument("--rt-priority", type=int, default=0, metavar="N",
+                   help="SCHED_FIFO priority (1-99) for our process thread when the server "
+                        "runs without real-time scheduling (jackd --no-realtime gives its "
+                        "clients none, so any busy thread can delay a cycle into an xrun; a "
+                        "real-time server sets the priority itself). Needs root, "
+                        "CAP_SYS_NICE or an rtprio limit (e.g. the 'audio' group); without it "
+                        "the thread stays normal and --stats says why. Default 0: off (on "
+                        "the 2-core test VM it made no measurable difference, docs/LIVE.md)")
     p.add_argument("--stats", default=None, metavar="FILE.json",
                    help="write the run's counters (latency, misses, xruns, per-hop times, "
                         "first frame) to this JSON file on exit")

@@ -66,9 +66,6 @@ CAPTURE, PLAYBACK = 0, 1  # jack_latency_callback_mode_t
 # worker to let go; 0.5 ms bounds that wait well inside the period.
 _SWITCH_INTERVAL_S = 0.0005
 _XRUN_GRACE_S = 0.1  # JACK reports spurious xruns right after activation (DESIGN.md)
-# priority of our process thread under a non-real-time server (jackd -R uses 10 + offsets for
-# its own clients; above the model worker, which stays a normal thread)
-_AUTO_RT_PRIORITY = 70
 _MAX_GAP_BLOCKS = 16  # skipped cycles we make up for with silence (longer: just count them)
 
 
@@ -178,8 +175,8 @@ class JackHost:
         self._reconfigure: tuple[int, int] | None = None
         self._activated_at: float | None = None
         self._next_frame = -1
-        # SCHED_FIFO for our process thread (see _promote): None = only when the server runs
-        # without real-time scheduling (its clients' threads then get none either); 0 = never
+        # SCHED_FIFO priority for our process thread under a non-real-time server (see
+        # _promote); None or 0: leave it a normal thread
         self._rt_request = rt_priority
         self.rt_priority = 0  # what the process thread got (0: normal scheduling)
         self.rt_error: str | None = None
@@ -492,10 +489,8 @@ class JackHost:
         CAP_SYS_NICE or an rtprio limit) the call fails and the thread stays as it was; the
         reason is kept in :attr:`rt_error` and shown in the stats. One system call, once."""
         self._promoted = True
-        want = self._rt_request
-        if want is None:
-            want = 0 if self.client.realtime else _AUTO_RT_PRIORITY
-        if want <= 0:
+        want = self._rt_request or 0
+        if want <= 0 or self.client.realtime:  # a real-time server has set it already
             return
         try:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(want)))

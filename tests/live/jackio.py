@@ -14,8 +14,6 @@ import time
 import jack
 import numpy as np
 
-RT_PRIORITY = 60  # below livestems' process thread (70), above every normal thread
-
 
 class PlayRecord:
     def __init__(self, servername, signal, record, total, *, prefix="lstest"):
@@ -24,7 +22,6 @@ class PlayRecord:
         self.total = total
         self.start = None
         self.xruns = 0
-        self._play_rt, self._record_rt = [], []
         self.player = jack.Client(f"{prefix}-player", servername=servername,
                                   no_start_server=True)
         self.recorder = jack.Client(f"{prefix}-rec", servername=servername,
@@ -47,19 +44,7 @@ class PlayRecord:
         self.player.connect(self.outs[0], left)
         self.player.connect(self.outs[1], right)
 
-    @staticmethod
-    def _realtime(flag):
-        """First cycle of each test client: SCHED_FIFO for its process thread, as a real-time
-        server would give it (ours run --no-realtime). Without the right it stays normal."""
-        if not flag:
-            flag.append(True)
-            try:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
-            except (OSError, AttributeError):
-                pass
-
     def _play(self, frames):
-        self._realtime(self._play_rt)
         t = self.player.last_frame_time
         for ch, port in enumerate(self.outs):
             buf = port.get_array()
@@ -72,7 +57,6 @@ class PlayRecord:
                 buf[a - i:b - i] = self.signal[ch, a:b]
 
     def _record(self, frames):
-        self._realtime(self._record_rt)
         if self.start is None:
             return
         i = self.player.last_frame_time - self.start
