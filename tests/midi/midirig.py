@@ -168,7 +168,7 @@ class Rig:
             self.ctl.close()
 
 
-def with_retries(rig, body, attempts=4):
+def with_retries(rig, body, attempts=8):
     """Run ``body()``; after an xrun during its recording restart livestems (fresh state) and
     run it again. On a non-real-time server sharing two cores another process can starve a
     cycle; that says nothing about MIDI (test_soak measures xruns)."""
