@@ -198,7 +198,8 @@ static int ls_ring_alloc(ls_ring *rg, uint32_t rows, uint64_t cap) {
     return rg->buf != NULL;
 }
 
-/* producer: copy x[row][0..n) (row stride `stride`) in; returns frames written */
+/* producer: copy rows_in[row][0..n) in (rows_in NULL: n frames of silence); returns frames
+   written */
 static uint64_t ls_ring_write(ls_ring *rg, const float *const *rows_in, uint32_t nrows_in,
                               uint64_t n) {
     uint64_t w = atomic_load_explicit(&rg->w, memory_order_relaxed);
@@ -210,6 +211,11 @@ static uint64_t ls_ring_write(ls_ring *rg, const float *const *rows_in, uint32_t
     if (first > n) first = n;
     for (uint32_t c = 0; c < rg->rows; c++) {
         float *dst = rg->buf + (size_t)c * rg->cap;
+        if (rows_in == NULL) {
+            memset(dst + pos, 0, first * sizeof(float));
+            if (n > first) memset(dst, 0, (n - first) * sizeof(float));
+            continue;
+        }
         const float *src = rows_in[c < nrows_in ? c : nrows_in - 1];
         memcpy(dst + pos, src, first * sizeof(float));
         if (n > first) memcpy(dst, src + first, (n - first) * sizeof(float));
@@ -218,22 +224,8 @@ static uint64_t ls_ring_write(ls_ring *rg, const float *const *rows_in, uint32_t
     return n;
 }
 
-/* producer: n frames of silence; returns frames written */
 static uint64_t ls_ring_write_zeros(ls_ring *rg, uint64_t n) {
-    uint64_t w = atomic_load_explicit(&rg->w, memory_order_relaxed);
-    uint64_t r = atomic_load_explicit(&rg->r, memory_order_acquire);
-    uint64_t space = rg->cap - (w - r);
-    if (n > space) n = space;
-    if (n == 0) return 0;
-    uint64_t pos = w & rg->mask, first = rg->cap - pos;
-    if (first > n) first = n;
-    for (uint32_t c = 0; c < rg->rows; c++) {
-        float *dst = rg->buf + (size_t)c * rg->cap;
-        memset(dst + pos, 0, first * sizeof(float));
-        if (n > first) memset(dst, 0, (n - first) * sizeof(float));
-    }
-    atomic_store_explicit(&rg->w, w + n, memory_order_release);
-    return n;
+    return ls_ring_write(rg, NULL, 0, n);
 }
 
 /* consumer: copy up to n frames into out (rows of stride `stride`, from column `start`) */
