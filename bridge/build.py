@@ -40,6 +40,7 @@ typedef struct livestems livestems_t;
 
 const char *ls__cfg_model(livestems_t *h);
 const char *ls__cfg_quality(livestems_t *h);
+double ls__cfg_safety_ms(livestems_t *h);
 double ls__cfg_rate(livestems_t *h);
 uint32_t ls__cfg_max_block(livestems_t *h);
 uint32_t ls__cfg_channels(livestems_t *h);

@@ -175,6 +175,7 @@ class BridgeEngine(Engine):
 
     # -- the worker thread ----------------------------------------------------------------
     def start(self) -> "BridgeEngine":
+        self.limit_torch_threads()  # as Engine.start: one intra-op thread per hop step
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._worker, name="livestems-bridge",
@@ -249,7 +250,8 @@ def _configure(ffi, lib, h) -> BridgeEngine:
                                          f"in_channels = {sep.channels}")
     return BridgeEngine(sep, ffi, lib, h, block_size=int(lib.ls__cfg_max_block(h)),
                         io_rate=int(rate), resample_quality=quality,
-                        buses=karaoke_buses(sep.sources))
+                        buses=karaoke_buses(sep.sources),
+                        safety_ms=float(lib.ls__cfg_safety_ms(h)))
 
 
 def create(ffi, lib, h) -> int:

@@ -67,9 +67,27 @@ def add_jack_arguments(p) -> None:
                         "CAP_SYS_NICE or an rtprio limit (e.g. the 'audio' group); without it "
                         "the thread stays normal and --stats says why. Default 0: off (on "
                         "the 2-core test VM it made no measurable difference, docs/LIVE.md)")
+    add_safety_option(p)
     p.add_argument("--stats", default=None, metavar="FILE.json",
                    help="write the run's counters (latency, misses, xruns, per-hop times, "
                         "first frame) to this JSON file on exit")
+
+
+def add_safety_option(p) -> None:
+    p.add_argument("--safety-ms", type=float, default=0.0, metavar="MS",
+                   help="extra latency, 0..500 ms, that the model's worker may run late by "
+                        "before a deadline miss (a miss plays the dry input for a moment). "
+                        "Default 0: the worker has one period to finish each hop, enough on "
+                        "a quiet machine; on a busy or virtual one, where a thread can be "
+                        "descheduled for a few ms, 10 removes most misses for 10 ms more "
+                        "latency (docs/LIVE.md)")
+
+
+def check_safety(args) -> str | None:
+    ms = getattr(args, "safety_ms", 0.0)
+    if not 0.0 <= ms <= 500.0:
+        return f"error: --safety-ms must be 0..500 ms, got {ms:g}"
+    return None
 
 
 def run(args) -> int:
@@ -87,6 +105,9 @@ def serve(args, *, midi_feedback: bool = False) -> int:
 
     if args.seconds is not None and args.seconds <= 0:
         print(f"error: --seconds must be > 0, got {args.seconds}", file=sys.stderr)
+        return 2
+    if (msg := check_safety(args)) is not None:
+        print(msg, file=sys.stderr)
         return 2
     import signal
 
@@ -108,7 +129,7 @@ def serve(args, *, midi_feedback: bool = False) -> int:
 
     host = JackHost(sep, name=args.name, servername=args.server,
                     resample_quality=args.resample_quality, midi_feedback=midi_feedback,
-                    rt_priority=args.rt_priority)
+                    rt_priority=args.rt_priority, safety_ms=args.safety_ms)
     ctl = None
     try:
         eng = host.engine

@@ -70,6 +70,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     p.add_argument("--no-view", action="store_true",
                    help="no live view (for scripts); stop with Ctrl-C or --seconds")
+    from .cmd_jack import add_safety_option
+
+    add_safety_option(p)
     p.add_argument("--stats", default=None, metavar="FILE.json",
                    help="write the run's counters to this JSON file on exit")
 
@@ -101,6 +104,11 @@ def run(args) -> int:
             print("error: --mic needs a fixed block size: pass --block 256 (or another size)",
                   file=sys.stderr)
             return 2
+    from .cmd_jack import check_safety
+
+    if (msg := check_safety(args)) is not None:
+        print(msg, file=sys.stderr)
+        return 2
     latency = args.latency
     try:
         latency = float(latency)
@@ -114,5 +122,5 @@ def run(args) -> int:
                 view=not args.no_view, stats_path=args.stats, key=args.key,
                 key_grain_ms=args.key_grain_ms, guide_original_key=args.guide_original_key,
                 mic=args.mic, mic_db=args.mic_db, mic_gate_db=args.mic_gate_db,
-                mic_reverb=args.mic_reverb)
+                mic_reverb=args.mic_reverb, safety_ms=args.safety_ms)
     return 0

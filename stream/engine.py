@@ -11,12 +11,15 @@ Data flow (DESIGN.md)::
 Latency, in samples at the I/O rate, is fixed at construction. When the host runs at the
 separator's rate::
 
-    latency_samples = separator.latency_samples + hop + block_size
+    latency_samples = separator.latency_samples + hop + block_size + safety
 
 ``hop``: the worker needs a whole hop before it can run. ``block_size``: the host's largest
 block; the audio callback pushes block k and pulls in the same call, so the wet ring is
 pre-filled with ``hop + block_size`` samples of silence to give the worker one block period of
-headroom to compute. Output sample ``q`` is always the estimate for input sample
+headroom to compute. ``safety`` (``safety_ms``, default 0) pre-fills that much more: the worker
+may then run that much later than one block without a deadline miss, bought with that much
+latency. On a quiet machine one block is enough; on a busy or virtual one a worker that is
+descheduled for a few milliseconds misses (docs/LIVE.md measures both). Output sample ``q`` is always the estimate for input sample
 ``q - latency_samples``, whether it came from the model or from the dry fallback.
 
 When the host runs at another rate (``io_rate``: a 48 kHz device or JACK server feeding a
@@ -26,7 +29,7 @@ the model's rate, and every output row back. Then, with ``F`` the model rate and
 I/O rate::
 
     model part  D = in-resampler delay + separator.latency_samples + pad   (model samples)
-    latency_samples = D * R / F + out-resampler delay + block_size + ceil(R / F)
+    latency_samples = D * R / F + out-resampler delay + block_size + ceil(R / F) + safety
 
 ``pad`` (at least ``hop - 1``) is the model-rate queue that lets the worker run whole hops on
 a stream that arrives in chunks of any size; it is rounded up so that ``D * R / F`` is a whole
@@ -143,6 +146,8 @@ class Engine:
             near -100 dB but adds ~40 ms at 48 <-> 44.1 kHz; 'LQ' adds ~11 ms and is noisier.
         buses: ``{name: {stem: linear gain}}``, extra stem sums rendered on the worker;
             stems not named have gain 1.0. Read them with ``pull_into(..., buses_out=...)``.
+        safety_ms: extra latency (0..500 ms) the worker may run late by without a deadline
+            miss (see the module docstring). Default 0.
     """
 
     def __init__(
@@ -156,6 +161,7 @@ class Engine:
         io_rate: int | None = None,
         resample_quality: str = "HQ",
         buses: dict | None = None,
+        safety_ms: float = 0.0,
     ):
         self.separator = sep = separator
         self.model_rate = int(sep.sample_rate)
@@ -167,6 +173,9 @@ class Engine:
         self.sources = tuple(sep.sources)
         self.hop = hop = int(sep.hop)
         self.block_size = int(block_size or hop)
+        if isinstance(safety_ms, bool) or not 0.0 <= float(safety_ms) <= 500.0:
+            raise ValueError(f"safety_ms must be 0..500 ms, got {safety_ms!r}")
+        self.safety_samples = int(round(float(safety_ms) * 1e-3 * self.sample_rate))
         if self.block_size < 1:
             raise ValueError(f"block_size must be >= 1 sample, got {block_size}")
         s = len(self.sources)
@@ -192,7 +201,7 @@ class Engine:
         if self.resampling:
             self._setup_resampling(resample_quality)
         else:
-            self.queue_samples = hop + self.block_size
+            self.queue_samples = hop + self.block_size + self.safety_samples
             self.latency_samples = int(sep.latency_samples) + self.queue_samples
 
         cap = max(int(ring_seconds * self.sample_rate), 4 * (hop + self.block_size))
@@ -249,7 +258,7 @@ class Engine:
         d_model = base + pad
         self._exact_latency = (d_model * big_r) % big_f == 0
         lag = -(-big_r // big_f)
-        self.queue_samples = self.block_size + lag
+        self.queue_samples = self.block_size + lag + self.safety_samples
         d_io = int(round(d_model * big_r / big_f))
         self.latency_samples = d_io + self._src_out.latency_samples + self.queue_samples
         self.resampler_latency_samples = (

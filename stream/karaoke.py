@@ -25,7 +25,7 @@ def run_karaoke(*, input=None, output=None, guide_db: float | None = None, rate=
                 key: float | None = None, key_grain_ms: float | None = None,
                 guide_original_key: bool = False, mic: str | None = None,
                 mic_db: float = 0.0, mic_gate_db: float = -45.0, mic_reverb: float = 0.25,
-                out=sys.stdout) -> dict:
+                safety_ms: float = 0.0, out=sys.stdout) -> dict:
     """Run karaoke until stopped; returns the final stats (see ``live_stats``).
 
     ``key``: semitones (-12..12) to shift the music by, None for no shifter at all (no added
@@ -52,7 +52,7 @@ def run_karaoke(*, input=None, output=None, guide_db: float | None = None, rate=
             shift_sources=[s for s in sep.sources if s not in keep])
     host = PortAudioHost(sep, input=input, output=output, rate=rate, blocksize=blocksize,
                          latency=latency, resample_quality=resample_quality,
-                         mic_channels=mic_channels)
+                         mic_channels=mic_channels, safety_ms=safety_ms)
     chain = None
     if mic_channels:
         chain = MicChain(host.rate, blocksize, channels=len(mic_channels), gate_db=mic_gate_db,

@@ -198,3 +198,28 @@ def test_after_an_input_overflow_the_model_takes_over_again():
         wet.append(eng.pull_into(mix))
     assert all(wet[-100:]), f"{sum(wet[-100:])} of the last 100 blocks came from the model"
     assert eng.stats().hops_processed > 100
+
+
+def test_safety_margin_absorbs_a_late_worker_for_that_much_latency():
+    """The same stalls (15 ms every 20 hops, paced in real time): with the default one block
+    of headroom (5.8 ms) the worker misses; with safety_ms=60 it never does, the output is the
+    model's exactly (aligned by the declared latency), and the latency grew by exactly 60 ms."""
+    x = music_like(2.0)
+    results = {}
+    for safety in (0.0, 60.0):
+        sep = Sleepy(every=20, stall_s=0.015, hop=256, latency=0)
+        engine = Engine(sep, block_size=256, safety_ms=safety)
+        mix, stems = play_through(engine, x, paced=True)
+        results[safety] = (engine.latency_samples, engine.stats(), stems)
+    (lat0, st0, _), (lat1, st1, stems1) = results[0.0], results[60.0]
+    assert st0.deadline_misses > 0, "a 15 ms stall should outlast one 5.8 ms block"
+    assert lat1 - lat0 == round(0.060 * 44100)
+    assert st1.deadline_misses == 0, st1
+    want = SplitDelay(hop=256, latency=0).forward(x[None])[0]
+    np.testing.assert_allclose(stems1, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [-1.0, 501.0, float("nan"), True])
+def test_safety_margin_out_of_range_is_refused(bad):
+    with pytest.raises(ValueError, match=r"safety_ms must be 0\.\.500 ms"):
+        Engine(SplitDelay(hop=64, latency=0), safety_ms=bad)

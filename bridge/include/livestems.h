@@ -80,6 +80,8 @@ typedef struct livestems_config {
     uint32_t in_channels;   /* channels the host will pass to process(): the model's (2) */
     uint32_t flags;         /* LIVESTEMS_FLAG_* */
     const char *resample_quality; /* "HQ" (default, ~40 ms at 48k<->44.1k) or "LQ" (~11 ms) */
+    double safety_ms;       /* extra latency, 0..500 ms, that the worker may run late by
+                             * without a deadline miss (default 0: one host block) */
 } livestems_config_t;
 
 /* What livestems_stats() reports. Set struct_size before the call. */

@@ -65,6 +65,7 @@ struct livestems {
     /* configuration, immutable after create */
     char model[2048];
     char quality[16];
+    double safety_ms;
     double sample_rate;
     uint32_t max_block, channels, flags;
     /* geometry, set once by ls__configure() from the Python side during creation */
@@ -775,6 +776,13 @@ static int ls_new_handle(const livestems_config_t *cfg, livestems_t **out) {
     if (cfg->struct_size >= offsetof(livestems_config_t, resample_quality) + sizeof(char *) &&
         cfg->resample_quality && cfg->resample_quality[0])
         quality = cfg->resample_quality;
+    double safety_ms = 0.0;
+    if (cfg->struct_size >= offsetof(livestems_config_t, safety_ms) + sizeof(double)) {
+        safety_ms = cfg->safety_ms;
+        if (!(safety_ms >= 0.0 && safety_ms <= 500.0))
+            return ls_failf(LIVESTEMS_ERR_CONFIG,
+                            "livestems_create: safety_ms must be 0..500 ms, got %g", safety_ms);
+    }
     livestems_t *h = calloc(1, sizeof *h);
     if (!h) return ls_fail(LIVESTEMS_ERR_NOMEM, "livestems_create: out of memory");
     if (strlen(model) >= sizeof h->model || strlen(quality) >= sizeof h->quality) {
@@ -784,6 +792,7 @@ static int ls_new_handle(const livestems_config_t *cfg, livestems_t **out) {
     h->magic = LS_MAGIC;
     strcpy(h->model, model);
     strcpy(h->quality, quality);
+    h->safety_ms = safety_ms;
     h->sample_rate = cfg->sample_rate;
     h->max_block = cfg->max_block;
     h->channels = cfg->in_channels;
@@ -874,6 +883,7 @@ LIVESTEMS_EXPORT int livestems_destroy(livestems_t *h) {
 
 static const char *ls__cfg_model(livestems_t *h) { return h->model; }
 static const char *ls__cfg_quality(livestems_t *h) { return h->quality; }
+static double ls__cfg_safety_ms(livestems_t *h) { return h->safety_ms; }
 static double ls__cfg_rate(livestems_t *h) { return h->sample_rate; }
 static uint32_t ls__cfg_max_block(livestems_t *h) { return h->max_block; }
 static uint32_t ls__cfg_channels(livestems_t *h) { return h->channels; }

@@ -146,6 +146,8 @@ class JackHost:
         resample_quality: soxr recipe used when the server's rate differs from the model's.
         crossfade_ms: dry/wet splice time on deadline misses (see :class:`Engine`).
         midi_feedback: also register ``midi_out`` and send what :meth:`send_midi` queues.
+        rt_priority: SCHED_FIFO priority for the process thread (see :meth:`_promote`).
+        safety_ms: extra latency the model's worker may run late by (:class:`Engine`).
 
     Use :meth:`activate`, then :meth:`run` (or your own loop calling :meth:`poll`), then
     :meth:`close`. Raises :class:`AudioBackendError` when there is no server.
@@ -153,13 +155,15 @@ class JackHost:
 
     def __init__(self, separator, *, name: str = "livestems", servername: str | None = None,
                  resample_quality: str = "HQ", crossfade_ms: float = 2.0,
-                 midi_feedback: bool = False, rt_priority: int | None = None):
+                 midi_feedback: bool = False, rt_priority: int | None = None,
+                 safety_ms: float = 0.0):
         if separator.channels != 2:
             raise AudioBackendError("the JACK client is stereo", expected="a 2-channel model",
                                     got=f"{separator.channels} channels")
         self.separator = separator
         self.resample_quality = resample_quality
         self.crossfade_ms = crossfade_ms
+        self.safety_ms = float(safety_ms)
         self.client = _open_client(name, servername)
         self.name = self.client.name
         self.servername = servername
@@ -224,7 +228,7 @@ class JackHost:
         """A new engine for ``rate`` / ``blocksize`` and its callback buffers, warmed up."""
         eng = Engine(self.separator, block_size=blocksize, io_rate=rate,
                      resample_quality=self.resample_quality, crossfade_ms=self.crossfade_ms,
-                     buses=karaoke_buses(self.sources))
+                     buses=karaoke_buses(self.sources), safety_ms=self.safety_ms)
         s = len(self.sources)
         eng._cb = (  # the process callback's buffers, kept with the engine they fit
             np.zeros((2, blocksize), np.float32),

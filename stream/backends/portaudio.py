@@ -124,11 +124,12 @@ class PortAudioHost:
             opens that many more input channels. Set :attr:`mic` (an object with
             ``process(mic [m, blocksize], out [2, blocksize])`` that adds into ``out``) before
             :meth:`start`; it runs in the callback, so it must not allocate or block.
+        safety_ms: extra latency the model's worker may run late by (see :class:`Engine`).
     """
 
     def __init__(self, separator, *, input=None, output=None, rate: int | None = None,
                  blocksize: int = 256, latency="low", resample_quality: str = "HQ",
-                 mic_channels=()):
+                 mic_channels=(), safety_ms: float = 0.0):
         sd = _sd()
         if separator.channels != 2:
             raise AudioBackendError("the live stream is stereo", expected="a 2-channel model",
@@ -178,7 +179,8 @@ class PortAudioHost:
         nb = blocksize or 4096  # 0: PortAudio picks; size the engine for the largest block
         self.engine = eng = Engine(separator, block_size=nb, io_rate=self.rate,
                                    resample_quality=resample_quality,
-                                   buses=karaoke_buses(separator.sources))
+                                   buses=karaoke_buses(separator.sources),
+                                   safety_ms=safety_ms)
         s = len(separator.sources)
         self._in = np.zeros((2, nb), np.float32)
         self._mix = np.zeros((2, nb), np.float32)

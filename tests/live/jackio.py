@@ -22,6 +22,8 @@ class PlayRecord:
         self.total = total
         self.start = None
         self.xruns = 0
+        self.gaps = 0  # cycles the server skipped for the player or the recorder
+        self._next = {"play": None, "rec": None}
         self.player = jack.Client(f"{prefix}-player", servername=servername,
                                   no_start_server=True)
         self.recorder = jack.Client(f"{prefix}-rec", servername=servername,
@@ -40,12 +42,24 @@ class PlayRecord:
     def _xrun(self, usecs):
         self.xruns += 1
 
+    def _count_gap(self, who, t, frames):
+        nxt = self._next[who]
+        if nxt is not None and t != nxt:
+            self.gaps += 1
+        self._next[who] = (t + frames) & 0xFFFFFFFF
+
+    @property
+    def disturbed(self) -> int:
+        """Xruns JACK reported plus cycles skipped for our clients: either loses samples."""
+        return self.xruns + self.gaps
+
     def connect_to(self, left, right):
         self.player.connect(self.outs[0], left)
         self.player.connect(self.outs[1], right)
 
     def _play(self, frames):
         t = self.player.last_frame_time
+        self._count_gap("play", t, frames)
         for ch, port in enumerate(self.outs):
             buf = port.get_array()
             buf[:] = 0.0
@@ -57,9 +71,11 @@ class PlayRecord:
                 buf[a - i:b - i] = self.signal[ch, a:b]
 
     def _record(self, frames):
+        t = self.recorder.last_frame_time
+        self._count_gap("rec", t, frames)
         if self.start is None:
             return
-        i = self.player.last_frame_time - self.start
+        i = t - self.start
         a, b = max(i, 0), min(i + frames, self.total)
         if b > a:
             for k, port in enumerate(self.ins):
@@ -76,6 +92,7 @@ class PlayRecord:
             if time.monotonic() > deadline:
                 raise TimeoutError("recording did not finish")
             time.sleep(0.05)
+        time.sleep(0.3)  # xrun notifications arrive asynchronously, maybe after the last cycle
         return self.rec
 
     def close(self):

@@ -70,9 +70,9 @@ def _record_song(server, mix, lat, attempts=8):
             rec = pr.play()
         finally:
             pr.close()
-        if pr.xruns == 0:
+        if pr.disturbed == 0:
             return rec, pr.start
-        print(f"xrun during the recording ({pr.xruns}); recording again")
+        print(f"xruns or skipped cycles during the recording ({pr.xruns}, {pr.gaps}); recording again")
     # Not a verdict on livestems: no clean recording could be made, so the comparison this
     # test exists for could not run. Reported as a skip with the reason; the xrun counts
     # themselves are what tests/live/test_soak.py measures (and fails on).
@@ -130,18 +130,48 @@ def test_stems_equal_livestems_separate_at_44k(jackd_44k, tmp_path):
 def test_48k_server_through_resamplers_and_impulse(jackd, tmp_path):
     """48 kHz server, 44.1 kHz model: stems equal the same streaming computation offline
     (-60 dB); an impulse into in_L comes out of the stem and karaoke ports exactly at the
-    latency published on those ports."""
+    latency published on those ports, which includes --safety-ms (20 ms of headroom that
+    keeps a worker descheduled by the VM from missing inside the recordings).
+
+    A session in which livestems itself saw xruns or skipped cycles after start-up may have
+    lost input samples that the test clients did not notice; such a session is run again
+    (at most 4 times, then skipped with the counts: the machine, not livestems)."""
     song = make_demo_song(seconds=2.0, sample_rate=48000, seed=4).mixture
-    proc, stats = _start_livestems(jackd, tmp_path)
-    try:
-        lat = lsp_capture_latency(jackd.name, f"{CLIENT}:karaoke_L")[0]
-        rec, start = _record_song(jackd, song, lat)
-        imp = np.zeros((2, 4800), np.float32)
-        imp[0, 1000] = 1.0
-        rec_imp, _ = _record_song(jackd, imp, lat)
-    finally:
-        st, _ = _stop(proc, stats)
-    _check_live_stats(st)
+    sep = load_separator(None)
+    for attempt in range(4):
+        proc, stats = _start_livestems(jackd, tmp_path, "--safety-ms", "20")
+        try:
+            lat = lsp_capture_latency(jackd.name, f"{CLIENT}:karaoke_L")[0]
+            rec, start = _record_song(jackd, song, lat)
+            imp = np.zeros((2, 4800), np.float32)
+            imp[0, 1000] = 1.0
+            rec_imp, _ = _record_song(jackd, imp, lat)
+        finally:
+            st, _ = _stop(proc, stats)
+        _check_live_stats(st)
+        errors = _compare_48k(st, sep, song, rec, start, lat)
+        if max(errors.values()) < -60 or (st["xruns_after_grace"] == 0
+                                         and st["frame_gaps"] == 0):
+            break
+        print(f"attempt {attempt}: livestems saw {st['xruns_after_grace']} xruns and "
+              f"{st['frame_gaps']} skipped cycles; errors {errors}: again")
+    else:
+        pytest.skip(f"4 sessions disturbed by the machine (last: {st['xruns_after_grace']} "
+                    f"xruns, {st['frame_gaps']} skipped cycles; docs/LIVE.md)")
+    for port, err in errors.items():
+        print(f"{port}: error {err:.1f} dB against the offline streaming reference")
+        assert err < -60, (port, err, st)
+    # the impulse: L only, so `center` leaves it all in the accompaniment
+    names = [p.split(":")[1] for p in PORTS]
+    for name in ("accompaniment_L", "mix_L", "karaoke_L"):
+        y = rec_imp[names.index(name)]
+        assert int(np.argmax(np.abs(y))) == 1000 + lat, (name, np.argmax(np.abs(y)), lat)
+        assert y[1000 + lat] > 0.8
+    assert np.abs(rec_imp[names.index("vocals_L")]).max() < 1e-3
+
+
+def _compare_48k(st, sep, song, rec, start, lat):
+    """Error (dB) of each recorded port against the same engine run offline."""
     assert st["latency_samples"] == lat and st["sample_rate"] == 48000
     assert st["resampler_latency_samples"] > 0 and st["resampler_underruns"] == 0
     # the reference: the same engine configuration, run offline on the same stream (the
@@ -150,8 +180,9 @@ def test_48k_server_through_resamplers_and_impulse(jackd, tmp_path):
     assert offset > 0
     x = np.zeros((2, offset + song.shape[1]), np.float32)
     x[:, offset:] = song
-    sep = load_separator(None)
-    eng = Engine(sep, block_size=256, io_rate=48000, buses=karaoke_buses(sep.sources))
+    assert Engine(sep, block_size=256, io_rate=48000).latency_samples + 960 == lat  # 20 ms
+    eng = Engine(sep, block_size=256, io_rate=48000, buses=karaoke_buses(sep.sources),
+                 safety_ms=20)
     assert eng.latency_samples == lat
     # play_through returns mix and stems; the karaoke bus equals the accompaniment stem for
     # `center` (vocals + accompaniment == input), checked below against the live port
@@ -159,18 +190,11 @@ def test_48k_server_through_resamplers_and_impulse(jackd, tmp_path):
     n = song.shape[1]
     want = {"vocals": stems_ref[0, :, offset:], "accompaniment": stems_ref[1, :, offset:],
             "mix": mix_ref[:, offset:], "karaoke": stems_ref[1, :, offset:]}
+    errors = {}
     for k, port in enumerate(PORTS):
         stem, side = port.split(":")[1].rsplit("_", 1)
-        err = error_db(rec[k, lat:lat + n], want[stem][0 if side == "L" else 1])
-        print(f"{port}: error {err:.1f} dB against the offline streaming reference")
-        assert err < -60, (port, err)
-    # the impulse: L only, so `center` leaves it all in the accompaniment
-    names = [p.split(":")[1] for p in PORTS]
-    for name in ("accompaniment_L", "mix_L", "karaoke_L"):
-        y = rec_imp[names.index(name)]
-        assert int(np.argmax(np.abs(y))) == 1000 + lat, (name, np.argmax(np.abs(y)), lat)
-        assert y[1000 + lat] > 0.8
-    assert np.abs(rec_imp[names.index("vocals_L")]).max() < 1e-3
+        errors[port] = error_db(rec[k, lat:lat + n], want[stem][0 if side == "L" else 1])
+    return errors
 
 
 def test_server_stopping_mid_run_exits_cleanly(jackd, tmp_path):
@@ -198,6 +222,10 @@ def test_no_server_and_missing_port_give_clear_errors(jackd, tmp_path):
     assert r.returncode == 5
     assert "no JACK audio output port or client named 'nosuch:port'" in r.stderr
     assert "system:capture_1" in r.stderr  # the message lists what exists
+    r = subprocess.run([sys.executable, "-m", "livestems.stream", "jack", "--server",
+                        jackd.name, "--safety-ms", "-5", "--seconds", "1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--safety-ms must be 0..500 ms, got -5" in r.stderr
 
 
 def test_buffer_size_change_is_followed(jackd, tmp_path):

@@ -205,7 +205,7 @@ def test_karaoke_key_through_portaudio_publishes_the_latency_and_an_impulse_land
                 rec = pr.play()
             finally:
                 pr.close()
-            if pr.xruns == 0:
+            if pr.disturbed == 0:
                 break
     finally:
         proc.send_signal(2)

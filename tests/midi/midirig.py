@@ -142,8 +142,8 @@ class Rig:
             frames = [int(f) - start for f in pr.log_frames[:pr.n_log]]
         finally:
             pr.close()
-        if pr.xruns:
-            raise XrunDuringRecording(pr.xruns)
+        if pr.disturbed:
+            raise XrunDuringRecording(pr.disturbed)
         assert len(frames) == len(actions), (frames, actions)
         return rec, frames
 

@@ -19,7 +19,10 @@
 // (44.1 kHz for `center`), the engine resamples on its worker thread, and the latency we
 // publish includes the resamplers.
 //
-// Usage: livestems-jack [--name N] [--server S] [--model M] [--quality HQ|LQ] [--stats F]
+// Usage: livestems-jack [--name N] [--server S] [--model M] [--quality HQ|LQ]
+//                       [--safety-ms MS] [--stats F]
+// --safety-ms adds that much latency as headroom for a worker that runs late (a busy or
+// virtual machine): fewer deadline misses, later output.
 // Runs until SIGINT or SIGTERM; exit 0 after writing --stats (JSON), 1 on a start-up error.
 
 #include <jack/jack.h>
@@ -49,6 +52,7 @@ struct Shim {
     std::vector<jack_port_t *> outs;
     jack_port_t *midi_in = nullptr;
     std::string model, quality;
+    double safety_ms = 0.0;
 
     // the handle the process thread uses; swapped by the main thread (see rebuild())
     std::atomic<livestems_t *> active{nullptr};
@@ -181,6 +185,7 @@ livestems_t *make_handle(Shim *s, uint32_t rate, uint32_t block) {
     cfg.in_channels = 2;
     cfg.flags = LIVESTEMS_FLAG_RT_WORKER;  // a JACK client: the worker's deadline is a period
     cfg.resample_quality = s->quality.empty() ? nullptr : s->quality.c_str();
+    cfg.safety_ms = s->safety_ms;
     livestems_t *h = nullptr;
     if (livestems_create(&cfg, &h) != LIVESTEMS_OK) {
         std::fprintf(stderr, "livestems-jack: %s\n", livestems_last_error());
@@ -262,7 +267,10 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
             std::printf("usage: livestems-jack [--name N] [--server S] [--model M] "
-                        "[--quality HQ|LQ] [--stats FILE]\n");
+                        "[--quality HQ|LQ] [--safety-ms MS] [--stats FILE]\n"
+                        "  --safety-ms MS  extra latency (0..500 ms, default 0) the model's "
+                        "worker may\n"
+                        "                  run late by without a deadline miss\n");
             return 0;
         }
     Shim s;
@@ -271,6 +279,16 @@ int main(int argc, char **argv) {
     const char *stats_path = opt(argc, argv, "--stats", nullptr);
     s.model = opt(argc, argv, "--model", "");
     s.quality = opt(argc, argv, "--quality", "");
+    {
+        const char *text = opt(argc, argv, "--safety-ms", "0");
+        char *end = nullptr;
+        s.safety_ms = std::strtod(text, &end);
+        if (end == text || *end != '\0') {
+            std::fprintf(stderr, "livestems-jack: --safety-ms takes milliseconds (0..500), "
+                         "got '%s'\n", text);
+            return 2;
+        }
+    }
 
     jack_status_t status;
     int options = JackNoStartServer | (server ? JackServerName : 0);
