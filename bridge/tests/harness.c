@@ -24,6 +24,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -450,6 +451,16 @@ static int cmd_badinput(int argc, char **argv) {
     rc = livestems_create(&cfg, &h);
     check("create(resample_quality BEST) -> ERR_CONFIG", rc == LIVESTEMS_ERR_CONFIG,
           "wrong code");
+    cfg = make_config(44100, B, NULL);
+    cfg.safety_ms = -1.0;
+    rc = livestems_create(&cfg, &h);
+    check("create(safety_ms -1) -> ERR_CONFIG naming safety_ms",
+          rc == LIVESTEMS_ERR_CONFIG && !h && strstr(livestems_last_error(), "safety_ms"),
+          "wrong code or message");
+    cfg.safety_ms = NAN;
+    rc = livestems_create(&cfg, &h);
+    check("create(safety_ms NaN) -> ERR_CONFIG", rc == LIVESTEMS_ERR_CONFIG && !h,
+          "wrong code");
 
     /* 7. missing and broken model files: an error string, no crash, nothing on stderr */
     char path[1024];
@@ -497,6 +508,25 @@ static int cmd_badinput(int argc, char **argv) {
     check("a 48 kHz handle (resampling) creates and processes", rc == 0 && rc2 == 0 && lat48 > 0,
           msg);
     livestems_destroy(h);
+    /* the safety margin adds exactly its length to the latency (10 ms = 480 at 48 kHz); a
+       host compiled before the field existed (smaller struct_size) gets none */
+    cfg = make_config(48000, B, NULL);
+    cfg.safety_ms = 10.0;
+    rc = livestems_create(&cfg, &h);
+    uint32_t lat_safe = 0;
+    livestems_latency_samples(h, &lat_safe);
+    livestems_destroy(h);
+    cfg = make_config(48000, B, NULL);
+    cfg.safety_ms = 10.0;
+    cfg.struct_size = offsetof(livestems_config_t, safety_ms);
+    rc2 = livestems_create(&cfg, &h);
+    uint32_t lat_old = 0;
+    livestems_latency_samples(h, &lat_old);
+    livestems_destroy(h);
+    snprintf(msg, sizeof msg, "create %d/%d, latency %u with 10 ms, %u old struct, %u none",
+             rc, rc2, lat_safe, lat_old, lat48);
+    check("safety_ms 10 adds 480 samples at 48 kHz; an older struct_size adds none",
+          rc == 0 && rc2 == 0 && lat_safe == lat48 + 480 && lat_old == lat48, msg);
     printf("%d failed\n", g_failed);
     return g_failed ? 1 : 0;
 }

@@ -9,6 +9,7 @@ recorded sample ``i`` of every port is the cycle-aligned frame ``start + i``, an
 import os
 import re
 import subprocess
+import sys
 import time
 
 import jack
@@ -129,3 +130,24 @@ def error_db(got, want):
     """Error energy relative to the reference's, in dB."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return 10 * np.log10((np.sum((got - want) ** 2) + 1e-20) / (np.sum(want ** 2) + 1e-20))
+
+
+def thread_dump(pid):
+    """What a hung process's threads are doing, for a failure message: py-spy's Python and
+    native stacks when py-spy is installed, else each thread's name and kernel wait channel."""
+    spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if os.path.exists(spy):
+        r = subprocess.run([spy, "dump", "--native", "--pid", str(pid)], capture_output=True,
+                           text=True, timeout=60)
+        if r.returncode == 0:
+            return r.stdout
+    lines = []
+    for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+        def read(name):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/{name}") as f:
+                    return f.read().strip()
+            except OSError as exc:
+                return f"({exc.strerror})"
+        lines.append(f"{tid} {read('comm')}: {read('wchan')}")
+    return "\n".join(lines)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from jackio import PlayRecord, error_db, lsp_capture_latency, wait_for_ports
+from jackio import PlayRecord, error_db, lsp_capture_latency, thread_dump, wait_for_ports
 
 from livestems.model.demo_song import make_demo_song
 from livestems.model.registry import load_separator
@@ -49,7 +49,13 @@ def _start_livestems(server, tmp_path, *extra, sources=("vocals", "accompaniment
 
 def _stop(proc, stats):
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        dump = thread_dump(proc.pid)
+        proc.kill()
+        raise AssertionError(f"livestems jack did not exit within 30 s of SIGINT:\n{dump}") \
+            from None
     assert proc.returncode == 0, (out, err)
     return json.loads(stats.read_text()), out
 

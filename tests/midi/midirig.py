@@ -11,7 +11,7 @@ import time
 import jack
 import numpy as np
 import rtmidi
-from jackio import PlayRecord, lsp_capture_latency, wait_for_ports
+from jackio import PlayRecord, lsp_capture_latency, thread_dump, wait_for_ports
 
 CLIENT = "livestems"
 CTL = "lstest-ctl"  # the virtual controller's JACK client; its port is lstest-ctl:out
@@ -154,7 +154,11 @@ class Rig:
     def stop(self, check=True):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-        out, err = self.proc.communicate(timeout=30)
+        try:
+            out, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("livestems midi did not exit within 30 s of SIGINT; its "
+                                 "threads:\n" + thread_dump(self.proc.pid)) from None
         if check:
             assert self.proc.returncode == 0, (out, err)
         self.stdout, self.stderr = out, err
