@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "livestems.h"
@@ -94,6 +95,9 @@ typedef struct {
     double rate;
     int64_t n_calls;
     int64_t *times_ns;
+    int64_t *cpu_ns;      /* the audio thread's CPU time inside each call */
+    long blocked_calls;   /* calls during which the thread blocked (voluntary switch) */
+    long preempted_calls; /* calls during which the kernel preempted it (involuntary) */
     int errors;
     int fifo;
 } audio_ctx;
@@ -129,9 +133,18 @@ static void *audio_thread(void *arg) {
             next.tv_sec++;
         }
         clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+        struct rusage ru0, ru1;
+        struct timespec c0, c1;
+        getrusage(RUSAGE_THREAD, &ru0);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
         int64_t t0 = now_ns();
         int rc = livestems_process(a->h, in, 2, out, a->n_out, a->block);
         a->times_ns[k] = now_ns() - t0;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+        getrusage(RUSAGE_THREAD, &ru1);
+        a->cpu_ns[k] = (c1.tv_sec - c0.tv_sec) * 1000000000LL + (c1.tv_nsec - c0.tv_nsec);
+        a->blocked_calls += ru1.ru_nvcsw != ru0.ru_nvcsw;
+        a->preempted_calls += ru1.ru_nivcsw != ru0.ru_nivcsw;
         if (rc != LIVESTEMS_OK) a->errors++;
     }
     free(in_buf);
@@ -158,6 +171,7 @@ static int cmd_stress(int argc, char **argv) {
     livestems_output_count(h, &a.n_out);
     a.n_calls = (int64_t)(seconds * rate / block);
     a.times_ns = calloc((size_t)a.n_calls, sizeof(int64_t));
+    a.cpu_ns = calloc((size_t)a.n_calls, sizeof(int64_t));
 
     pthread_t holder, audio;
     if (g_hold_ms > 0) pthread_create(&holder, NULL, gil_holder, NULL);
@@ -173,21 +187,26 @@ static int cmd_stress(int argc, char **argv) {
     int64_t n = a.n_calls - 1;
     qsort(a.times_ns + 1, (size_t)n, sizeof(int64_t), cmp_i64);
     int64_t *t = a.times_ns + 1;
+    qsort(a.cpu_ns + 1, (size_t)n, sizeof(int64_t), cmp_i64);
+    int64_t *c = a.cpu_ns + 1;
     printf("{\"calls\": %lld, \"block\": %u, \"rate\": %g, \"sched_fifo\": %s, "
            "\"mlockall\": %s, \"gil_holds\": %ld, \"hold_ms\": %d, \"gap_ms\": %d, "
            "\"first_call_us\": %.3f, \"worst_us\": %.3f, \"p999_us\": %.3f, \"p99_us\": %.3f, "
            "\"median_us\": %.3f, \"errors\": %d, \"deadline_misses\": %llu, "
            "\"missed_frames\": %llu, \"hops_processed\": %llu, \"hops_skipped\": %llu, "
-           "\"input_overflows\": %llu, \"latency_samples\": %u}\n",
+           "\"input_overflows\": %llu, \"latency_samples\": %u, \"worst_cpu_us\": %.3f, "
+           "\"p99_cpu_us\": %.3f, \"blocked_calls\": %ld, \"preempted_calls\": %ld}\n",
            (long long)a.n_calls, block, rate, a.fifo ? "true" : "false",
            locked ? "true" : "false", atomic_load(&g_holds), g_hold_ms, g_gap_ms,
            first / 1e3, t[n - 1] / 1e3, t[(int64_t)(n * 0.999)] / 1e3, t[(int64_t)(n * 0.99)] / 1e3,
            t[n / 2] / 1e3, a.errors, (unsigned long long)st.deadline_misses,
            (unsigned long long)st.missed_frames, (unsigned long long)st.hops_processed,
            (unsigned long long)st.hops_skipped, (unsigned long long)st.input_overflows,
-           st.latency_samples);
+           st.latency_samples, c[n - 1] / 1e3, c[(int64_t)(n * 0.99)] / 1e3, a.blocked_calls,
+           a.preempted_calls);
     livestems_destroy(h);
     free(a.times_ns);
+    free(a.cpu_ns);
     return 0;
 }
 

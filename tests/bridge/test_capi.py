@@ -46,18 +46,23 @@ def test_process_never_waits_for_the_gil(harness):
     assert r.returncode == 0, r.stderr
     st = json.loads(r.stdout)
     print(f"\nprocess() with the GIL held 50 ms per 60 ms: worst {st['worst_us']:.1f} us, "
-          f"p99.9 {st['p999_us']:.1f} us, median {st['median_us']:.1f} us over "
-          f"{st['calls']} calls (SCHED_FIFO: {st['sched_fifo']}); {st['gil_holds']} holds, "
-          f"{st['deadline_misses']} blocks played dry")
+          f"p99.9 {st['p999_us']:.1f} us, p99 {st['p99_us']:.1f} us, median "
+          f"{st['median_us']:.1f} us over {st['calls']} calls (SCHED_FIFO: {st['sched_fifo']});"
+          f" thread CPU time inside: worst {st['worst_cpu_us']:.1f} us, p99 "
+          f"{st['p99_cpu_us']:.1f} us; calls that blocked {st['blocked_calls']}, preempted "
+          f"{st['preempted_calls']}; {st['gil_holds']} holds, {st['deadline_misses']} blocks "
+          "played dry")
     assert st["errors"] == 0
     assert st["gil_holds"] >= 40  # the GIL really was held, over and over
     # ...long enough to starve the worker: without the fallback the host would have stalled
     assert st["deadline_misses"] > 0 and st["hops_skipped"] > 0
-    # Waiting for the GIL would cost up to a whole 50 ms hold; the worst call stays 50x
-    # below that. The 100 us bound holds for p99 every run; the single worst call
-    # exceeded it in 1 of 4 quiet runs here (185 us: a vCPU preemption, not the GIL), so it
-    # is reported, not asserted (docs/BRIDGE.md).
-    assert st["worst_us"] < 1000.0, st
+    # Waiting for the GIL means sleeping on a futex: a voluntary context switch inside the
+    # call (getrusage(RUSAGE_THREAD) around each call). Not one call may have slept.
+    assert st["blocked_calls"] == 0, st
+    # The 100 us bound holds for p99 every run. The single worst wall-clock call is
+    # reported, not asserted: on the 2-core VM it ranged 71 us to 3.8 ms in runs where no call
+    # blocked, with the thread SCHED_FIFO and mlockall'd (the hypervisor takes the vCPU; the
+    # thread's own CPU clock counts that time too, so it cannot be told apart; docs/BRIDGE.md).
     assert st["p99_us"] < 100.0, st
 
 
