@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
             "default rt-tiny; vocals_L/R and accompaniment_L/R for 'center'), "
             "mix_L/R (the stem mixer, MIDI-controlled) and karaoke_L/R (every stem but "
             "vocals); a MIDI input port midi_in. The latency (model + hop + JACK period, plus "
-            "the resamplers when the server's rate is not the model's) is published as JACK "
+            "the resamplers when the server's rate is not the model's, plus --safety-ms) is "
+            "published as JACK "
             "port latency so hosts can compensate. MIDI on midi_in drives the mixer through "
             "the default mapping (a generic 4-fader controller) or --map; `livestems midi` "
             "has learn, feedback and the other MIDI options. Runs until Ctrl-C, `q` in "
@@ -149,7 +150,8 @@ def serve(args, *, midi_feedback: bool = False) -> int:
                  f"{', '.join(eng.sources)}")
         print(title)
         print(f"latency {eng.latency_samples} samples = {1000 * eng.latency_samples / eng.sample_rate:.2f} ms"
-              f" (published on the output ports; resamplers {eng.resampler_latency_samples})")
+              f" (published on the output ports; resamplers {eng.resampler_latency_samples}"
+              f", safety margin {eng.safety_samples})")
         print("ports: " + " ".join(p.name for p in host.inports + host.outports)
               + f" {host.midi_in.name}" + (f" {host.midi_out.name}" if host.midi_out else ""),
               flush=True)

@@ -19,8 +19,9 @@ pre-filled with ``hop + block_size`` samples of silence to give the worker one b
 headroom to compute. ``safety`` (``safety_ms``, default 0) pre-fills that much more: the worker
 may then run that much later than one block without a deadline miss, bought with that much
 latency. On a quiet machine one block is enough; on a busy or virtual one a worker that is
-descheduled for a few milliseconds misses (docs/LIVE.md measures both). Output sample ``q`` is always the estimate for input sample
-``q - latency_samples``, whether it came from the model or from the dry fallback.
+descheduled for a few milliseconds misses (docs/LIVE.md measures both). Output sample ``q`` is
+always the estimate for input sample ``q - latency_samples``, whether it came from the model or
+from the dry fallback.
 
 When the host runs at another rate (``io_rate``: a 48 kHz device or JACK server feeding a
 44.1 kHz model) the worker converts each chunk it reads with a streaming resampler

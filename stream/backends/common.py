@@ -57,6 +57,7 @@ def live_stats(engine, **extra) -> dict:
         "resampler_underruns": st.resampler_underruns,
         "hop": st.hop,
         "block_size": engine.block_size,
+        "safety_samples": engine.safety_samples,
         "hops_processed": st.hops_processed,
         "hops_skipped": st.hops_skipped,
         "deadline_misses": st.deadline_misses,

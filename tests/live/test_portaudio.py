@@ -36,6 +36,11 @@ def test_rate_the_device_rejects_names_the_supported_ones(jackd):
     assert "expected one of 48000 Hz" in r.stderr and "--rate 48000" in r.stderr
 
 
+def test_safety_margin_out_of_range_is_refused_before_any_device_opens(jackd):
+    r = _cli(["karaoke", "--safety-ms", "501", "--seconds", "1", "--no-view"], jackd.env())
+    assert r.returncode == 2 and "--safety-ms must be 0..500 ms, got 501" in r.stderr, r.stderr
+
+
 def test_no_device_names_what_to_start(tmp_path):
     env = dict(os.environ, JACK_DEFAULT_SERVER=f"absent-{os.getpid()}", JACK_NO_START_SERVER="1")
     probe = subprocess.run([sys.executable, "-c", "import sounddevice as sd; "
