@@ -133,6 +133,16 @@ def _cmd_demo(args) -> int:
 
 
 def main(argv=None) -> int:
+    """Run one command; Ctrl-C at any point (the model and torch load for seconds before a
+    command's own handling starts) ends with "interrupted" and exit code 130, no traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -166,9 +176,6 @@ def main(argv=None) -> int:
     except LivestemsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -180,3 +180,21 @@ def test_default_model_writes_its_four_stems_and_the_accompaniment(real_dir, tmp
     lags = range(-300, 301, 50)
     corr = [np.dot(total[1000:-1000], np.roll(x, k)[1000:-1000]) for k in lags]
     assert list(lags)[int(np.argmax(corr))] == 0
+
+
+def test_ctrl_c_while_starting_up_is_a_message_not_a_traceback(tmp_path):
+    """Ctrl-C while torch and the model are still loading (the first second or two)."""
+    import signal
+    import time
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, music_like(1.0).T, 44100)
+    p = subprocess.Popen([sys.executable, "-m", "livestems.stream", "separate", str(wav), "-o",
+                          str(tmp_path / "out")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # past interpreter start-up, inside the imports
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    # 130, or death by SIGINT after the message (what a shell also reports as 130)
+    assert p.returncode in (130, -signal.SIGINT), (p.returncode, err)
+    assert "Traceback" not in err and err.strip().endswith("interrupted"), err
