@@ -28,7 +28,7 @@ import traceback
 
 import numpy as np
 
-from livestems.stream.engine import Engine
+from livestems.stream.engine import _RUNNING, Engine
 from livestems.stream.ring import _copy_in, _copy_out
 
 __all__ = ["BridgeEngine", "CRing", "create", "destroy"]
@@ -177,6 +177,7 @@ class BridgeEngine(Engine):
     def start(self) -> "BridgeEngine":
         self.limit_torch_threads()  # as Engine.start: one intra-op thread per hop step
         if self._thread is None:
+            _RUNNING.add(self)  # stopped at interpreter exit if the host never destroys us
             self._stop.clear()
             self._thread = threading.Thread(target=self._worker, name="livestems-bridge",
                                             daemon=True)
@@ -188,6 +189,7 @@ class BridgeEngine(Engine):
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        _RUNNING.discard(self)
 
     def _worker(self) -> None:
         lib, h = self._lib, self._h

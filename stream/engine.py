@@ -51,10 +51,12 @@ the caller's thread: that is how files are separated faster than real time.
 
 from __future__ import annotations
 
+import atexit
 import math
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 import numba
@@ -70,6 +72,22 @@ __all__ = ["Engine", "EngineStats"]
 
 _TIMES_KEPT = 1 << 14  # per-hop compute times kept for percentiles (a power of two)
 STREAM_TORCH_THREADS = 1  # torch intra-op threads while streaming (Engine.limit_torch_threads)
+
+# Engines whose worker thread runs. The workers are daemon threads (a host must never hang on
+# exit because of one); but a daemon thread still inside C++ code (soxr, torch) when the
+# interpreter finalizes is killed by a forced unwind, which C++ turns into std::terminate:
+# an abort at exit (seen with a plugin host that never destroyed its instance). So the
+# interpreter stops every worker first, at the end of its current hop.
+_RUNNING: "weakref.WeakSet" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_running_workers() -> None:
+    for eng in list(_RUNNING):
+        try:
+            eng.stop()
+        except Exception:  # noqa: BLE001 - exiting anyway; stop the others
+            pass
 
 
 @numba.njit(cache=True, nogil=True)
@@ -328,6 +346,7 @@ class Engine:
         """Start the worker thread (idempotent). Call :func:`warmup` before, not after."""
         self.limit_torch_threads()
         if self._thread is None:
+            _RUNNING.add(self)
             self._running = True
             self._thread = threading.Thread(target=self._worker, name="livestems-worker",
                                             daemon=True)
@@ -353,6 +372,7 @@ class Engine:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        _RUNNING.discard(self)
 
     def __enter__(self):
         return self.start()

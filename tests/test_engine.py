@@ -223,3 +223,27 @@ def test_safety_margin_absorbs_a_late_worker_for_that_much_latency():
 def test_safety_margin_out_of_range_is_refused(bad):
     with pytest.raises(ValueError, match=r"safety_ms must be 0\.\.500 ms"):
         Engine(SplitDelay(hop=64, latency=0), safety_ms=bad)
+
+
+def test_a_running_worker_is_stopped_before_the_interpreter_exits(tmp_path):
+    """A host that exits without stopping the engine (a plugin host that never destroys its
+    instance): the worker must be stopped before finalization, else a worker inside C++
+    (soxr, torch) is unwound by force and the process aborts (std::terminate) at exit."""
+    import subprocess
+    import sys
+
+    code = """
+import atexit, threading
+# registered first, so it runs last: after livestems' own exit handler
+atexit.register(lambda: print("workers at exit:",
+                              sum(t.name == "livestems-worker" for t in threading.enumerate())))
+import numpy as np
+from livestems.stream.engine import Engine
+from livestems.model.registry import load_separator
+eng = Engine(load_separator("center"), block_size=256, io_rate=48000).start()
+eng.push(np.zeros((2, 256), np.float32))
+print("running:", sum(t.name == "livestems-worker" for t in threading.enumerate()))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "running: 1" in r.stdout and "workers at exit: 0" in r.stdout, r.stdout
