@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import soundfile as sf
 from jackio import PlayRecord, error_db, wait_for_ports
 
@@ -76,7 +77,7 @@ def test_karaoke_through_portaudio_equals_separate(jackd_44k, tmp_path):
                 break
         assert lat == 256 + 256 + 256, lat
         wait_for_ports(jackd_44k.name, PA_IN + PA_OUT)
-        for attempt in range(5):
+        for attempt in range(8):
             pr = PlayRecord(jackd_44k.name, song, PA_OUT, song.shape[1] + lat + 512,
                             prefix=f"lspa{attempt}")
             try:
@@ -91,8 +92,9 @@ def test_karaoke_through_portaudio_equals_separate(jackd_44k, tmp_path):
             if pr.disturbed == 0:
                 break
             print(f"xruns or skipped cycles during the recording ({pr.xruns}, {pr.gaps}); recording again")
-        else:
-            raise AssertionError("xruns in every recording: machine too busy")
+        else:  # not a verdict on livestems: no clean recording could be made (docs/LIVE.md)
+            pytest.skip(f"xruns or skipped cycles in all 8 recordings (last: {pr.xruns} "
+                        f"xruns, {pr.gaps} skipped cycles): the machine is too busy right now")
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
