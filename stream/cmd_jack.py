@@ -85,9 +85,11 @@ def add_safety_option(p) -> None:
 
 
 def check_safety(args) -> str | None:
-    ms = getattr(args, "safety_ms", 0.0)
-    if not 0.0 <= ms <= 500.0:
-        return f"error: --safety-ms must be 0..500 ms, got {ms:g}"
+    """The engine's own range check, before any model or device is opened."""
+    from .engine import SAFETY_MS_MAX
+
+    if not 0.0 <= args.safety_ms <= SAFETY_MS_MAX:
+        return f"error: --safety-ms must be 0..{SAFETY_MS_MAX:g} ms, got {args.safety_ms:g}"
     return None
 
 

@@ -72,6 +72,7 @@ __all__ = ["Engine", "EngineStats"]
 
 _TIMES_KEPT = 1 << 14  # per-hop compute times kept for percentiles (a power of two)
 STREAM_TORCH_THREADS = 1  # torch intra-op threads while streaming (Engine.limit_torch_threads)
+SAFETY_MS_MAX = 500.0  # the largest safety margin (Engine(safety_ms=)); the C API's too
 
 # Engines whose worker thread runs. The workers are daemon threads (a host must never hang on
 # exit because of one); but a daemon thread still inside C++ code (soxr, torch) when the
@@ -192,8 +193,8 @@ class Engine:
         self.sources = tuple(sep.sources)
         self.hop = hop = int(sep.hop)
         self.block_size = int(block_size or hop)
-        if isinstance(safety_ms, bool) or not 0.0 <= float(safety_ms) <= 500.0:
-            raise ValueError(f"safety_ms must be 0..500 ms, got {safety_ms!r}")
+        if isinstance(safety_ms, bool) or not 0.0 <= float(safety_ms) <= SAFETY_MS_MAX:
+            raise ValueError(f"safety_ms must be 0..{SAFETY_MS_MAX:g} ms, got {safety_ms!r}")
         self.safety_samples = int(round(float(safety_ms) * 1e-3 * self.sample_rate))
         if self.block_size < 1:
             raise ValueError(f"block_size must be >= 1 sample, got {block_size}")

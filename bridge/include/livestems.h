@@ -70,6 +70,8 @@ typedef enum livestems_status {
 #define LIVESTEMS_FLAG_RT_WORKER 4u /* run the worker SCHED_FIFO (priority 5) when allowed:
                                       * its deadline is one host block, like the host's */
 
+#define LIVESTEMS_SAFETY_MS_MAX 500.0 /* largest livestems_config.safety_ms */
+
 /* Configuration for livestems_create(). Zero-initialise it, set struct_size, fill the rest. */
 typedef struct livestems_config {
     uint32_t struct_size;   /* sizeof(livestems_config_t): lets later versions grow the struct */

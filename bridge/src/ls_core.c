@@ -779,9 +779,10 @@ static int ls_new_handle(const livestems_config_t *cfg, livestems_t **out) {
     double safety_ms = 0.0;
     if (cfg->struct_size >= offsetof(livestems_config_t, safety_ms) + sizeof(double)) {
         safety_ms = cfg->safety_ms;
-        if (!(safety_ms >= 0.0 && safety_ms <= 500.0))
+        if (!(safety_ms >= 0.0 && safety_ms <= LIVESTEMS_SAFETY_MS_MAX))
             return ls_failf(LIVESTEMS_ERR_CONFIG,
-                            "livestems_create: safety_ms must be 0..500 ms, got %g", safety_ms);
+                            "livestems_create: safety_ms must be 0..%g ms, got %g",
+                            LIVESTEMS_SAFETY_MS_MAX, safety_ms);
     }
     livestems_t *h = calloc(1, sizeof *h);
     if (!h) return ls_fail(LIVESTEMS_ERR_NOMEM, "livestems_create: out of memory");
