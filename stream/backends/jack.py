@@ -56,7 +56,7 @@ from ..midi import EventRing
 from ..params import ParamSet, stem_params
 from .common import AudioBackendError, ServerShutdownError, karaoke_buses, live_stats
 
-__all__ = ["JackHost", "JackMidiInput", "port_layout", "get_latency_range", "CAPTURE",
+__all__ = ["JackHost", "FrameClock", "JackMidiInput", "port_layout", "get_latency_range", "CAPTURE",
            "PLAYBACK"]
 
 CAPTURE, PLAYBACK = 0, 1  # jack_latency_callback_mode_t
@@ -67,6 +67,74 @@ CAPTURE, PLAYBACK = 0, 1  # jack_latency_callback_mode_t
 _SWITCH_INTERVAL_S = 0.0005
 _XRUN_GRACE_S = 0.1  # JACK reports spurious xruns right after activation (DESIGN.md)
 _MAX_GAP_BLOCKS = 16  # skipped cycles we make up for with silence (longer: just count them)
+_FRAME_MASK = 0xFFFFFFFF  # jack_nframes_t wraps at 2**32
+
+
+class FrameClock:
+    """Process thread: where each JACK cycle's block goes in the engine's stream.
+
+    The engine counts samples, so every input block must land at its JACK frame time; when
+    the server skipped our process call (an xrun), the frames we never saw are fed as silence
+    so that output frame ``t`` stays the estimate for input frame ``t - latency``. But a
+    frame time that jumps is not always a skipped cycle: when JACK's thread stalls, it may
+    report the *next* cycle's frame time on a late call and the same time again on the next
+    call (seen on this VM: ``..., T, T + 2P, T + 2P, T + 3P``; the calls carry the audio of
+    ``T + P`` and ``T + 2P``). Filling the jump at once would insert ``P`` zeros that nothing
+    can take back: ``P`` samples of output dropped, then ``P`` samples of the model run on
+    silence one latency later, and the engine a period ahead of JACK for good.
+
+    So a jump is filled only when the next call confirms it: the block of the call that
+    jumped is taken as contiguous with the previous one, and if the next call's frame time
+    is still ahead of the stream by the same amount, the skip was real and the silence goes
+    in then (the one block in between lands up to a skip early: a glitch either way, since
+    those frames were lost). If the next call is back on the contiguous time, the jump was a
+    misreport and nothing is inserted. A step backwards, or a jump of more than
+    ``max_gap`` frames, cannot be made up for: the stream is re-based on JACK's time and the
+    event counted in :attr:`slips`.
+
+    Attributes (read racily by the stats):
+        gaps: calls whose frame time was not the expected one.
+        repeats: jumps taken back by the next call (misreports: nothing inserted).
+        filled: frames of silence fed for confirmed skips.
+        slips: backward steps and jumps too large to fill (engine and JACK time now differ).
+        first_frame: JACK frame time of the first call (the engine's sample 0).
+    """
+
+    def __init__(self, max_gap: int):
+        self.max_gap = int(max_gap)
+        self.first_frame: int | None = None
+        self.gaps = self.repeats = self.filled = self.slips = 0
+        self._next = 0  # JACK frame time the next call should report (wrapping)
+        self._pending = 0  # an unconfirmed jump seen by the previous call (frames)
+
+    def step(self, t: int, frames: int) -> int:
+        """Frames of silence to feed the engine before this call's block (``frames`` at
+        frame time ``t``). Integer arithmetic only: safe on the process thread."""
+        if self.first_frame is None:
+            self.first_frame = t
+            self._next = t
+        d = (t - self._next) & _FRAME_MASK
+        if d >= 1 << 31:
+            d -= 1 << 32  # signed distance: negative is a step backwards
+        fill = pending = 0
+        if d == 0:
+            if self._pending:
+                self.repeats += 1  # the previous jump was a misreport: nothing to undo
+        elif d < 0 or d > self.max_gap:
+            self.gaps += 1
+            self.slips += 1
+            self._next = t  # re-base: JACK's time from here on
+        else:
+            if self._pending and d >= self._pending:
+                fill = self._pending  # confirmed by this call: the skip was real
+            if d != fill:
+                self.gaps += 1  # a new jump (a confirmation is the same one)
+            pending = d - fill  # wait for the next call before filling
+        self._pending = pending
+        self._next = (self._next + fill + frames) & _FRAME_MASK
+        self.filled += fill
+        return fill
+
 
 
 class _LatencyApi:
@@ -172,13 +240,10 @@ class JackHost:
         self.xruns_after_grace = 0
         self.max_xrun_delay_us = 0.0
         self.midi_events = 0
-        self.frame_gaps = 0  # cycles in which the server did not call us (skipped blocks)
-        self.first_frame: int | None = None
         self.shutdown_reason: str | None = None
         self.shutdown_event = threading.Event()
         self._reconfigure: tuple[int, int] | None = None
         self._activated_at: float | None = None
-        self._next_frame = -1
         # SCHED_FIFO priority for our process thread under a non-real-time server (see
         # _promote); None or 0: leave it a normal thread
         self._rt_request = rt_priority
@@ -236,6 +301,7 @@ class JackHost:
             np.zeros((s, 2, blocksize), np.float32),
             np.zeros((1, 2, blocksize), np.float32),
         )
+        eng._clock = FrameClock(_MAX_GAP_BLOCKS * blocksize)  # JACK time -> engine stream
         # one block through every path now, so no first-call cost lands on the audio thread
         inbuf, mix, stems, buses = eng._cb
         eng.push(inbuf)
@@ -386,12 +452,14 @@ class JackHost:
 
     def stats(self) -> dict:
         eng = self._engine
+        clock = eng._clock
         return live_stats(
             eng, backend="jack", client=self.name, xruns=self.xruns,
             xruns_after_grace=self.xruns_after_grace,
             max_xrun_delay_us=round(self.max_xrun_delay_us, 1), midi_events=self.midi_events,
             midi_dropped=self.midi_ring.dropped, midi_out_dropped=self.midi_out_dropped,
-            frame_gaps=self.frame_gaps, first_frame=self.first_frame,
+            frame_gaps=clock.gaps, frame_repeats=clock.repeats, frames_filled=clock.filled,
+            frame_slips=clock.slips, first_frame=clock.first_frame,
             process_thread_rt_priority=self.rt_priority, process_thread_rt_error=self.rt_error,
             ports=[p.name for p in self.outports],
             shutdown_reason=self.shutdown_reason,
@@ -434,37 +502,12 @@ class JackHost:
                 p.get_array()[:] = 0.0
             return
         t = self.client.last_frame_time
-        inbuf, mix, stems, buses = eng._cb
-        if self.first_frame is None:
-            self.first_frame = t
-        elif t != self._next_frame:
-            self.frame_gaps += 1
-            # after an xrun the server may skip our process call: feed the engine silence for
-            # the frames we never saw, so output frame t stays the estimate for input frame
-            # t - latency (the latency JACK was told) instead of drifting by a period
-            gap = (t - self._next_frame) & 0xFFFFFFFF  # frame time is a wrapping uint32
-            if gap <= _MAX_GAP_BLOCKS * self._blocksize:
-                inbuf[:] = 0.0
-                while gap > 0:
-                    k = min(gap, self._blocksize)
-                    eng.push(inbuf[:, :k])
-                    eng.pull_into(mix[:, :k], stems[:, :, :k], buses[:, :, :k])
-                    gap -= k
-        self._next_frame = (t + frames) & 0xFFFFFFFF
-        if frames == self._blocksize:
-            inbuf[0] = self.inports[0].get_array()
-            inbuf[1] = self.inports[1].get_array()
-            eng.push(inbuf)
-            eng.pull_into(mix, stems, buses)
-            rows = self._rows
+        rows = self._cycle(eng, t, frames, self.inports[0].get_array(),
+                           self.inports[1].get_array())
+        if frames == eng.block_size:
             for k in range(len(outs)):
                 outs[k].get_array()[:] = rows[k]
-        else:  # a smaller block than configured (allowed: latency stays the same)
-            inbuf[0, :frames] = self.inports[0].get_array()
-            inbuf[1, :frames] = self.inports[1].get_array()
-            eng.push(inbuf[:, :frames])
-            eng.pull_into(mix[:, :frames], stems[:, :, :frames], buses[:, :, :frames])
-            rows = self._rows
+        else:
             for k in range(len(outs)):
                 outs[k].get_array()[:] = rows[k][:frames]
         if self.midi_in.number_of_connections:
@@ -482,6 +525,33 @@ class JackHost:
                     out.write_midi_event(0, data)
                 except jack.JackError:  # the buffer is full this cycle: drop, count
                     self.midi_out_dropped += 1
+
+    def _cycle(self, eng: Engine, t: int, frames: int, in_l, in_r) -> list:
+        """Process thread: one cycle of ``frames`` (<= the engine's block) at JACK frame time
+        ``t``: silence for confirmed skipped cycles (:class:`FrameClock`), the inputs
+        ``in_l``/``in_r`` (float32 ``[frames]``) in, one block out. Returns the output rows
+        (float32 ``[>= frames]`` each, in :func:`port_layout` order), valid until the next
+        call. Copies only."""
+        inbuf, mix, stems, buses = eng._cb
+        gap = eng._clock.step(t, frames)
+        if gap:
+            inbuf[:] = 0.0
+            while gap > 0:
+                k = min(gap, eng.block_size)
+                eng.push(inbuf[:, :k])
+                eng.pull_into(mix[:, :k], stems[:, :, :k], buses[:, :, :k])
+                gap -= k
+        if frames == eng.block_size:
+            inbuf[0] = in_l
+            inbuf[1] = in_r
+            eng.push(inbuf)
+            eng.pull_into(mix, stems, buses)
+        else:  # a smaller block than configured (allowed: latency stays the same)
+            inbuf[0, :frames] = in_l
+            inbuf[1, :frames] = in_r
+            eng.push(inbuf[:, :frames])
+            eng.pull_into(mix[:, :frames], stems[:, :, :frames], buses[:, :, :frames])
+        return self._rows
 
     def _promote(self) -> None:
         """Process thread, first cycle only: ask for SCHED_FIFO for this thread.
