@@ -48,6 +48,15 @@ def add_parser(sub) -> None:
                         "gain nothing from a second thread but its p99 suffers; all cores "
                         "with --offline)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.add_argument("--shift", action="store_true",
+                   help="shift consistency instead (issue 16): the error in dB between "
+                        "separating real music and separating it delayed by 1, 37 and 128 "
+                        "samples, aligned back (edges left out). Live, the song's position on "
+                        "the model's frame grid depends on when playback starts: lower is "
+                        "steadier. Uses --seconds of ../shared/data/train-real/6.Caesium "
+                        "(default 20; validation song) or --shift-song FOLDER")
+    b.add_argument("--shift-song", default=None, metavar="FOLDER",
+                   help="with --shift: a folder of stems (mixture = their sum)")
     b.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     lat = sub.add_parser(
@@ -97,6 +106,44 @@ def _table(reports) -> str:
     return "\n".join(lines)
 
 
+def _run_shift(args) -> int:
+    """`bench --shift`: shift consistency of each model on real music (model/consistency.py)."""
+    from livestems.model.consistency import DEFAULT_SONG, load_song, shift_consistency
+    from livestems.model.registry import default_model
+
+    song = args.shift_song or DEFAULT_SONG
+    seconds = args.seconds or 20.0
+    reports = []
+    for name in args.model or [None]:
+        sep = _load(name, args.device, args.hop)
+        try:  # one second more at each end: the edges left out
+            x, offset_s = load_song(song, sep.sample_rate, offset_s=30.0, seconds=seconds + 2.0)
+            res = shift_consistency(sep, x, edge_samples=sep.sample_rate)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}; pass --shift-song FOLDER (a song of at least --seconds "
+                  f"+ 2 s)", file=sys.stderr)
+            return 2
+        res.update(model=name or default_model(), song=str(song), offset_s=round(offset_s, 3),
+                   seconds=x.shape[1] / sep.sample_rate)
+        reports.append(res)
+    if args.json:
+        out = {"shift_consistency": reports[0] if len(reports) == 1 else reports}
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    for r in reports:
+        measured = (r["samples"] - 2 * r["edge_samples"]) / r["sample_rate"]
+        print(f"shift consistency of {r['model']}: {r['song']} from {r['offset_s']:g} s, "
+              f"{measured:.0f} s measured ({r['edge_samples']} samples left out at each end)")
+        stems = list(next(iter(r["shifts"].values()))["stems_db"])
+        print(f"{'shift':>6s} {'all dB':>7s} " + " ".join(f"{s[:9]:>9s}" for s in stems))
+        for d, v in r["shifts"].items():
+            print(f"{d:6d} {v['error_db']:7.1f} "
+                  + " ".join(f"{v['stems_db'][s]:9.1f}" for s in stems))
+    print("error of the stems of x delayed by `shift` samples (aligned back) against the "
+          "stems of x, in dB of the stems' energy: lower is steadier")
+    return 0
+
+
 def run(args) -> int:
     from .bench import bench_stream, measure_latency
 
@@ -115,6 +162,8 @@ def run(args) -> int:
                   f"{res['measured_stems_samples']} on the stems: "
                   f"{'agrees' if res['agrees'] else 'DISAGREES'}")
         return 0 if res["agrees"] else 1
+    if args.shift:
+        return _run_shift(args)
     if args.what == "dsp":
         from livestems.dsp.bench import main as bench_dsp
 
