@@ -6,7 +6,11 @@ source and usually ``mixture.wav``::
     root/[train|test/]Track Name/{mixture,vocals,drums,bass,other}.wav
 
 This is the layout of MUSDB18-HQ, of ``livestems synth`` output, and easy to make from one's
-own stems. :func:`scan_musdb` finds the tracks and checks them without decoding audio
+own stems. Stems may also be compressed (Ogg Vorbis/Opus, ``.opus``, MP3) at any rate: on
+the first scan each is decoded and resampled (soxr, high quality) once to the dataset rate
+into a cache of float32 WAV files (:func:`cache_dir`), so epochs read WAV spans and never
+decode again; a cached file is reused while the source's path, size and modification time
+are unchanged. :func:`scan_musdb` finds the tracks and checks them without decoding audio
 (missing stems, unreadable files, sample rates, lengths, channel counts); bad tracks are
 skipped with a reason, or raise :class:`DatasetError` with ``strict=True``.
 
@@ -49,7 +53,49 @@ __all__ = [
 SOURCES = ("vocals", "drums", "bass", "other")
 #: derived source: the sum of every stem but vocals
 ACCOMPANIMENT = "accompaniment"
-_EXTS = (".wav", ".flac")
+_PCM_EXTS = (".wav", ".flac")
+#: decoded and resampled once into the cache (:func:`cached_pcm`)
+_COMPRESSED_EXTS = (".ogg", ".opus", ".mp3")
+_EXTS = _PCM_EXTS + _COMPRESSED_EXTS
+
+
+def cache_dir() -> Path:
+    """Where decoded stems are cached: ``$LIVESTEMS_CACHE/stems``, else
+    ``$XDG_CACHE_HOME/livestems/stems`` (``~/.cache/livestems/stems``)."""
+    env = os.environ.get("LIVESTEMS_CACHE")
+    if env:
+        return Path(env) / "stems"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "livestems" / "stems"
+
+
+def cached_pcm(path: Path, sample_rate: int) -> Path:
+    """A float32 WAV of the compressed audio file ``path`` at ``sample_rate`` Hz in
+    :func:`cache_dir`, made on first use (decode, then soxr high-quality resampling; mono
+    stays mono) and written atomically, so an interrupted run never leaves a truncated cache
+    file. Raises ``OSError``/``sf.LibsndfileError`` when the file cannot be decoded."""
+    import hashlib
+
+    import soxr
+
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{sample_rate}"
+                         .encode()).hexdigest()[:20]
+    out = cache_dir() / f"{path.stem}-{key}.wav"
+    if out.is_file():
+        return out
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    if rate != sample_rate:
+        data = soxr.resample(data, rate, sample_rate, quality="HQ").astype(np.float32)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + f".part{os.getpid()}")
+    try:
+        sf.write(str(tmp), data, sample_rate, subtype="FLOAT", format="WAV")
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
 
 
 class DatasetError(ValueError):
@@ -175,6 +221,10 @@ def _check_track(folder: Path, name: str, needed, rate) -> tuple[str | None, Tra
     infos = {}
     for s in needed:
         try:
+            if files[s].suffix.lower() in _COMPRESSED_EXTS:
+                # decoded and resampled to the dataset rate once (the first good track's
+                # rate when none is asked for: compressed stems are read at their own)
+                files[s] = cached_pcm(files[s], rate or int(sf.info(str(files[s])).samplerate))
             infos[s] = sf.info(str(files[s]))
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             return f"{files[s].name} is not readable audio ({exc})", None
@@ -300,6 +350,9 @@ class AugmentedStems(torch.utils.data.Dataset):
         shift_samples: maximum relative shift (0 disables; Demucs uses 0.5 s).
         gain_range: (low, high) linear gains, or None to disable.
         flip_channels, flip_sign: enable those augmentations.
+        track_weights: relative probability of drawing each track (one per track; default:
+            its length, so every second of audio is equally likely). Mixing datasets
+            (real stems and synthetic songs, say) sets each set's share this way.
 
     Items: ``(mixture float32 [2, T], stems float32 [S, 2, T])``.
     """
@@ -308,7 +361,7 @@ class AugmentedStems(torch.utils.data.Dataset):
                  seed: int = 0, sources: tuple[str, ...] = SOURCES, remix: float = 1.0,
                  shift_samples: int = 22050, gain_range: tuple[float, float] | None = (0.25, 1.25),
                  flip_channels: bool = True, flip_sign: bool = True,
-                 sample_rate: int | None = 44100):
+                 sample_rate: int | None = 44100, track_weights=None):
         if segment_samples <= 0:
             raise ValueError(f"segment_samples must be > 0, got {segment_samples}")
         if not 0.0 <= remix <= 1.0:
@@ -329,9 +382,16 @@ class AugmentedStems(torch.utils.data.Dataset):
         self.epoch = 0
         fits = sum(max(1, tr.frames // self.segment_samples) for tr in self.tracks)
         self.epoch_size = int(epoch_size or fits)
-        # tracks weighted by length, so every second of audio is equally likely
-        lengths = np.array([tr.frames for tr in self.tracks], dtype=np.float64)
-        self._weights = lengths / lengths.sum()
+        # tracks weighted by length by default, so every second of audio is equally likely
+        if track_weights is None:
+            weights = np.array([tr.frames for tr in self.tracks], dtype=np.float64)
+        else:
+            weights = np.asarray(track_weights, dtype=np.float64)
+            if weights.shape != (len(self.tracks),) or not np.all(weights >= 0) or \
+                    not weights.sum() > 0:
+                raise ValueError(f"track_weights must be {len(self.tracks)} non-negative "
+                                 f"numbers with a positive sum, got {track_weights!r}")
+        self._weights = weights / weights.sum()
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch: items differ between epochs, repeat within one."""

@@ -8,8 +8,11 @@ against the built networks.
 - ``rt-tiny``: real time on 2 CPU cores with margin: STFT 1024/256, latency 256 = 5.8 ms at
   44.1 kHz, no look-ahead; it steps two STFT frames per call (hop 512 = 11.6 ms), because per
   call overhead, not arithmetic, dominates a model this small (docs/MODEL.md has numbers).
-- ``rt-small``: twice the width, local attention over 8 frames, one frame of look-ahead
-  (latency 512 = 11.6 ms); a faster CPU or a GPU.
+- ``rt-small``: 1.5 times rt-tiny's width, one frame of look-ahead (latency 512 = 11.6 ms at
+  44.1 kHz), two frames per call like rt-tiny; its spectrogram branch gives softmax masks over
+  the mixture spectrum and the stems are projected to sum to the input (mixture consistency:
+  it cannot add to the mix what is not there). Sized so that the per-hop p99 stays within
+  half the hop on one thread of the 2-core machine (docs/MODEL.md).
 - ``rt-base``: GPU: 32 channels, n_fft 2048, two LSTM layers, attention over 16 frames, one
   frame of look-ahead (hop 512, latency 1024 = 23.2 ms).
 
@@ -50,11 +53,11 @@ PRESETS: dict[str, Preset] = {
                       params=223020, hop=512, hop_frames=2, lookahead_frames=0,
                       latency_samples=256,
                       target="2-core CPU real time"),
-    "rt-small": Preset("rt-small", dict(channels=16, residual_depth=2, norm_starts=2,
-                                        attn_frames=8, lookahead=1),
-                       params=981944, hop=256, hop_frames=1, lookahead_frames=1,
+    "rt-small": Preset("rt-small", dict(channels=12, residual_depth=1, norm_starts=2,
+                                        lookahead=1, output="mask", consistency=True),
+                       params=496206, hop=512, hop_frames=2, lookahead_frames=1,
                        latency_samples=512,
-                       target="fast CPU / GPU"),
+                       target="2-core CPU real time, masks"),
     "rt-base": Preset("rt-base", dict(channels=32, n_fft=2048, stft_hop=512,
                                       synthesis_len=1024, lstm_layers=2, attn_frames=16,
                                       lookahead=1, norm_starts=2),

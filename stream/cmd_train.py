@@ -22,10 +22,14 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--preset", default="rt-tiny", choices=list(PRESETS),
                    help="network to train (default rt-tiny)")
-    p.add_argument("--data", required=True, metavar="DIR",
+    p.add_argument("--data", required=True, metavar="DIR[:SHARE]", action="append",
                    help="training data: a MUSDB-layout folder (track/{vocals,drums,bass,"
-                        "other}.wav), e.g. from `livestems synth DIR --seed 0`; with --teacher "
-                        "any folder of music (wav/flac/ogg/mp3 at 44.1 kHz)")
+                        "other}.wav, .flac, or .ogg/.opus/.mp3 at any rate: decoded and "
+                        "resampled once into a cache), e.g. from `livestems synth DIR --seed 0`. "
+                        "Repeat to mix sets; SHARE is a set's share of the draws (e.g. --data "
+                        "real:0.5 --data synth:0.5; default: by length). With --remix, sources "
+                        "of different sets meet (real vocals over synthetic backings). With "
+                        "--teacher: one folder of any music (wav/flac/ogg/mp3 at 44.1 kHz)")
     p.add_argument("--out", "-o", required=True, metavar="OUT",
                    help="run folder: checkpoints, log and model files; an existing run there is "
                         "resumed")
@@ -97,7 +101,7 @@ def run(args) -> int:
     from livestems.model.train import TrainConfig, TrainError, train
 
     cfg = TrainConfig(
-        data=args.data, out=args.out, preset=args.preset, teacher=args.teacher, init=args.init,
+        data=args.data if len(args.data) > 1 else args.data[0], out=args.out, preset=args.preset, teacher=args.teacher, init=args.init,
         valid=args.valid, steps=args.steps, batch_size=args.batch_size,
         segment_seconds=args.segment_seconds, lr=args.lr, warmup_steps=args.warmup_steps,
         schedule=args.schedule, stft_loss=args.stft_loss, clip_grad=args.clip_grad,

@@ -51,8 +51,12 @@ CAUSAL_DEFAULTS = dict(
     audio_channels=2, channels=16, growth=2.0, n_fft=1024, stft_hop=256, synthesis_len=512,
     kernel_size=8, stride=4, context=1, norm_starts=0, norm_groups=4, residual_depth=2,
     residual_compress=4, residual_init=1e-3, lstm_layers=1, attn_frames=0, attn_heads=4,
-    lookahead=0, freq_emb=0.2, emb_scale=10.0, samplerate=44100,
+    lookahead=0, freq_emb=0.2, emb_scale=10.0, samplerate=44100, output="cac",
+    consistency=False,
 )
+
+#: what the spectrogram branch's last layer means (``output``)
+OUTPUTS = ("cac", "mask")
 
 
 def _n_bins_path(n_bins: int, kernel: int, stride: int) -> int:
@@ -184,6 +188,15 @@ class CausalHybridNet(nn.Module):
         lookahead: frames of look-ahead (each adds ``stft_hop`` samples of latency).
         freq_emb, emb_scale: frequency embedding weight (0: none) and its lr scale.
         samplerate: Hz the model is built for (metadata; the geometry is in samples).
+        output: what the spectrogram branch's last layer gives per source, channel and bin:
+            ``"cac"`` the stem's complex spectrum directly (unbounded, as Hybrid Demucs);
+            ``"mask"`` mask logits: a softmax across sources gives each stem a share in
+            [0, 1] of the mixture's complex spectrum (the shares sum to 1, so the branch
+            alone splits the mixture without adding anything to it). The second of each
+            pair of output channels is unused in this mode.
+        consistency: project the summed branches so the stems add up to the input exactly
+            (mixture consistency: the mean of the residual ``input - sum of stems`` is
+            added to every stem, the input delayed by the latency).
     """
 
     def __init__(self, sources, **kwargs):
@@ -198,6 +211,10 @@ class CausalHybridNet(nn.Module):
         self.n_fft, self.stft_hop = int(cfg["n_fft"]), int(cfg["stft_hop"])
         self.samplerate = int(cfg["samplerate"])
         self.lookahead = int(cfg["lookahead"])
+        self.output = str(cfg["output"])
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        self.consistency = bool(cfg["consistency"])
         if self.lookahead < 0:
             raise ValueError(f"lookahead must be >= 0 frames, got {self.lookahead}")
         n_bins = self.n_fft // 2
@@ -270,6 +287,11 @@ class CausalHybridNet(nn.Module):
             self.freq_embedding = FreqEmbedding(sp0.freqs_out, sp0.chout_z,
                                                 scale=cfg["emb_scale"], smooth=True)
             self.freq_emb_weight = float(cfg["freq_emb"])
+        # mask output: the mixture spectrum, delayed to the decoders' frames
+        self.mask_delay = (Delay((2 * C, n_bins), self.lookahead)
+                           if self.output == "mask" else None)
+        # mixture consistency: the input, delayed to the stems' samples
+        self.mix_delay = Delay((C,), self.latency_samples) if self.consistency else None
         # the torch STFT path's own context (used by forward() and the GPU step)
         self.stft_context = Delay((C,), self.n_fft - self.stft_hop)
         self._stateful = []
@@ -334,6 +356,27 @@ class CausalHybridNet(nn.Module):
                 xt = tdec(xt, skip_t, state)
         return xt, y
 
+    def head(self, spec: torch.Tensor, out: torch.Tensor, state: State) -> torch.Tensor:
+        """The spectrogram branch's output as the stems' scaled CaC spectra ``[B, 2*S*C, F,
+        n]``: ``out`` itself (``output="cac"``) or, with masks, each source's softmax share of
+        the mixture spectrum ``spec`` (the frames ``core`` received, delayed by the
+        look-ahead to the frames ``out`` is for)."""
+        if self.mask_delay is None:
+            return out
+        spec = self.mask_delay(spec, state)
+        b, _, f, n = out.shape
+        s, c = len(self.sources), self.audio_channels
+        share = torch.softmax(out.view(b, s, c, 2, f, n)[:, :, :, 0], dim=1)
+        return (share[:, :, :, None] * spec.view(b, 1, c, 2, f, n)).reshape(b, 2 * s * c, f, n)
+
+    def project(self, x: torch.Tensor, out: torch.Tensor, state: State) -> torch.Tensor:
+        """Mixture consistency: ``out [B, S, C, n]`` moved so its sum over sources is the new
+        input ``x [B, C, n]`` delayed by the latency (``out`` itself when off)."""
+        if self.mix_delay is None:
+            return out
+        mix = self.mix_delay(x, state)
+        return out + (mix[:, None] - out.sum(dim=1, keepdim=True)) / len(self.sources)
+
     # -- torch STFT path (offline training, GPU streaming) -----------------------------------
 
     def _stft(self, x: torch.Tensor, state: State) -> torch.Tensor:
@@ -368,8 +411,10 @@ class CausalHybridNet(nn.Module):
         output sample estimating input ``latency_samples`` earlier; ``state`` updated."""
         spec = self._stft(x, state)
         wave, spec_out = self.core(x, spec, state)
+        spec_out = self.head(spec, spec_out, state)
         out = self._istft(spec_out, state) + self.time_out_delay(wave, state)
-        return out.view(x.shape[0], len(self.sources), self.audio_channels, -1)
+        out = out.view(x.shape[0], len(self.sources), self.audio_channels, -1)
+        return self.project(x, out, state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Offline, differentiable: ``[B, C, T]`` -> aligned stems ``[B, S, C, T]``.

@@ -47,6 +47,7 @@ class _Hop(torch.nn.Module):
     def forward(self, x, cac, *state):
         d = dict(zip(self.keys, state))
         wave, spec_out = self.net.core(x, cac, d)
+        spec_out = self.net.head(cac, spec_out, d)
         wave = self.net.time_out_delay(wave, d)
         return (wave, spec_out) + tuple(d[k] for k in self.keys)
 
@@ -124,6 +125,10 @@ class _FastHop(nn.Module):
             self.dec_t.append(self._pack_tdec(tdec, net.specs[j], lengths[j],
                                               net.time_skip_delay[i]))
         self.out_delay = self._delay(net.time_out_delay, (len(net.sources) * net.audio_channels,))
+        self.mask = None
+        if net.mask_delay is not None:  # mask output: the input spectrum's delay line
+            self.mask = (self._delay(net.mask_delay, (net.n_fft // 2, 2 * net.audio_channels)),
+                         len(net.sources), net.audio_channels, net.n_fft // 2)
         self.hop = T * net.stft_hop
         self.keys = list(self.shapes)
 
@@ -432,6 +437,11 @@ class _FastHop(nn.Module):
             else:
                 xt = self._run_tdec(pt, xt, skips_t[n_dec - 1 - i], st, new)
         xt = self._run_delay(self.out_delay, xt, st, new, self.hop)
+        if self.mask is not None:  # as CausalHybridNet.head, channels last
+            delay, s, c, f = self.mask
+            z = self._run_delay(delay, spec, st, new, self.T)
+            share = torch.softmax(y.view(self.T, f, s, c, 2)[..., 0], dim=2)
+            y = (share[..., None] * z.view(self.T, f, 1, c, 2)).view(self.T, f, 2 * s * c)
         return (xt, y) + tuple(new[k] for k in self.keys)
 
 
@@ -615,6 +625,7 @@ class StreamingHybrid:
                 x = 0.3 * torch.randn(C, self.hop, generator=gen)
                 spec = torch.randn(1, 2 * C, net.n_fft // 2, k, generator=gen)
                 wave, spec_out = net.core(x[None], spec, ref)
+                spec_out = net.head(spec, spec_out, ref)
                 wave = net.time_out_delay(wave, ref)
                 res = traced(x, spec[0].permute(2, 1, 0).contiguous(), *st.values())
                 st = dict(zip(fast.keys, res[2:]))
@@ -644,13 +655,14 @@ class StreamingHybrid:
                     st[k] = v
             else:
                 wave, spec_out = net.core(torch.from_numpy(x)[None], cac, self._state)
+                spec_out = net.head(cac, spec_out, self._state)
                 wave = net.time_out_delay(wave, self._state)
             n_out = self._out_flat.shape[0]
             so = spec_out.view(n_out, 2, -1, self.hop_frames).permute(0, 3, 2, 1)
             torch.mul(so, self._inv_scale, out=self._ospec_t)
             self._wave_t.copy_(wave[0])
         self._out_flat += self._istft.process(self._ospec)
-        return self._out
+        return self._project(x)
 
     def _step_fast(self, x: np.ndarray, spec: np.ndarray) -> np.ndarray:
         ri = spec.view(np.float32).reshape(self.channels, self.hop_frames, -1, 2)
@@ -670,6 +682,16 @@ class StreamingHybrid:
             torch.mul(so, self._inv_scale, out=self._ospec_t)
             self._wave_t.copy_(res[0].t())
         self._out_flat += self._istft.process(self._ospec)
+        return self._project(x)
+
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        """Mixture consistency (when the network has it) on the hop's stems, in place: the
+        network's own delay line and the same arithmetic as :meth:`CausalHybridNet.project`."""
+        net = self.module
+        if net.mix_delay is not None:
+            with torch.inference_mode():
+                out = torch.from_numpy(self._out)
+                out.copy_(net.project(torch.from_numpy(x)[None], out[None], self._state)[0])
         return self._out
 
     def _step_torch(self, x: np.ndarray) -> np.ndarray:

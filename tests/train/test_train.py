@@ -7,6 +7,7 @@ segments, batches of 2), so each step takes tens of milliseconds on one CPU thre
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import random
 import time
@@ -236,10 +237,47 @@ def test_outputs_are_model_files_with_provenance(data, tmp_path):
 
 
 def test_validation_that_shares_songs_with_training_is_refused(data, tmp_path):
+    # a copy of a training song elsewhere is caught by its synth seed
+    copy = tmp_path / "copy"
+    shutil.copytree(data[0] / "000001", copy / "000001")
     with pytest.raises(TrainError, match="(?s)share 1 synthetic song.*seeds >= 10000"):
-        run(config(data, tmp_path / "run", valid=str(data[0] / "000001")))
+        run(config(data, tmp_path / "run", valid=str(copy)))
     with pytest.raises(TrainError, match="is the training data"):
         run(config(data, tmp_path / "run2", valid=str(data[0])))
+    solo = tmp_path / "solo"
+    shutil.copytree(data[0] / "000002", solo / "000002")
+    with pytest.raises(TrainError, match="every track is in the validation set"):
+        run(config((solo, data[1]), tmp_path / "run3", valid=str(solo / "000002")))
+
+
+def test_one_song_of_the_training_folder_validates_and_is_left_out(data, tmp_path):
+    """--data real --valid real/6.Caesium: that song is held out of training (with a note),
+    the rest trains."""
+    notes = []
+    res = train(config(data, tmp_path / "run", valid=str(data[0] / "000001"), steps=2,
+                       valid_every=2), progress=False, log=notes.append)
+    assert res["step"] == 2
+    assert any("1 track(s) of the validation set left out of training (000001)" in n
+               for n in notes)
+    prov = json.loads((tmp_path / "run" / "model.json").read_text())["provenance"]
+    assert prov["data"]["tracks"] == 2
+
+
+def test_several_data_sets_with_shares(data, tmp_path):
+    other = write_musdb(tmp_path / "other", [500, 501])
+    cfg = config(data, tmp_path / "run", steps=2)
+    cfg.data = [f"{data[0]}:0.7", f"{other}:0.3"]
+    res = train(cfg, progress=False, log=lambda m: None)
+    assert res["step"] == 2
+    sets = json.loads((tmp_path / "run" / "model.json").read_text())["provenance"]["data"]["sets"]
+    assert [(s["tracks"], s["share"]) for s in sets] == [(3, pytest.approx(0.7)),
+                                                        (2, pytest.approx(0.3))]
+    for bad, why in ((f"{data[0]}:0", "must be a positive number"),
+                     ([f"{data[0]}:0.5", str(other)], "give a share to every folder")):
+        with pytest.raises(TrainError, match=why):
+            cfg = config(data, tmp_path / "bad")
+            cfg.data = bad
+            run(cfg)
 
 
 def test_bad_tracks_skipped_with_a_note_or_strict_error(data, tmp_path):
@@ -318,7 +356,12 @@ def test_losses():
     assert float(multires_stft_loss(est, ref)) > 0.01
     both = separation_loss(est, ref, stft_weight=0.5)
     assert float(both) == pytest.approx(float(separation_loss(est, ref))
-                                        + 0.5 * float(multires_stft_loss(est, ref)), rel=1e-5)
+                                        + 0.5 * float(multires_stft_loss(
+                                            est.mean(-2), ref.mean(-2), overlap=2)), rel=1e-5)
+    # the spectral term sees what the waveform L1 does not weigh: a stem right in level but
+    # smeared over other bins scores worse than it
+    noisy_mid = ref + 0.05 * torch.randn_like(ref)
+    assert float(multires_stft_loss(noisy_mid.mean(-2), ref.mean(-2), overlap=2)) > 0.01
     with pytest.raises(ValueError, match="shapes differ"):
         separation_loss(est[:, :2], ref)
 
