@@ -24,15 +24,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "separate",
         help="separate audio files into stems",
-        description="Separate audio files into one file per stem (plus 'accompaniment', "
-        "everything but the vocals), streamed through the same real-time engine that runs "
-        "live, as fast as the CPU allows. Stems have the input's exact length and sample rate "
-        "and are aligned with it (the engine's latency is removed).",
+        description="Separate audio files, or whole folders of them, into one file per stem "
+        "(plus 'accompaniment', everything but the vocals). The same causal network that runs "
+        "live, run offline in long passes over each file (the result equals the live one). "
+        "Stems have the input's exact length and sample rate and are aligned with it. Folders "
+        "are searched recursively; their sub-folders are kept under OUTDIR. Outputs already "
+        "complete for the same input and settings are skipped, so an interrupted run resumes "
+        "where it stopped; a bad file is reported and the others go on. Exit codes: 0 all "
+        "done or skipped, 2 a bad input or usage, 3 an output exists or cannot be written, "
+        "4 a tool (ffmpeg) is missing, 130 interrupted.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="models:\n" + describe_models(),
     )
     s.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="wav, flac, ogg, mp3, aiff, or an NI .stem.mp4 (its mixture stream)")
+                   help="wav, flac, ogg, mp3, aiff, or an NI .stem.mp4 (its mixture stream); "
+                        "or a folder, searched recursively for those extensions")
     s.add_argument("-o", "--out", required=True, metavar="OUTDIR",
                    help="folder for the results: one sub-folder per input, named after it")
     s.add_argument("--model", default=None, metavar="NAME|PATH",
@@ -48,7 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true",
                    help="replace an existing output (the old one is kept until the new one is "
                         "complete)")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+    s.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar, notes or per-file lines (errors and the summary "
+                        "still print)")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="files separated at once, each worker a process that loads the model "
+                        "once (default: one per CPU core, at most one per file). More workers "
+                        "use the cores better on many files; one file uses one worker")
+    s.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads per worker (default: cores / workers, at least 1)")
+    s.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                   help="run the files on a Ray cluster instead of local processes: 'auto' "
+                        "joins the cluster this machine belongs to (or starts a local one), "
+                        "ADDRESS a head node (e.g. ray://head:10001). Inputs and -o must be "
+                        "on storage every node sees at the same path (docs/SCALE.md). Needs "
+                        "`pip install livestems[ray]`")
 
     d = sub.add_parser(
         "demo",
@@ -92,30 +112,29 @@ def _command_modules():
 
 
 def _cmd_separate(args) -> int:
-    from livestems.model.registry import load_separator
+    import os
 
-    from .errors import LivestemsError
-    from .separate import separate_file
+    from .library import Options, collect_tasks, default_workers, run_library
 
-    sep = load_separator(args.model)
-    stems = [s.strip() for s in args.stems.split(",") if s.strip()] if args.stems else None
-    failed = 0
-    for inp in args.inputs:
-        try:
-            res = separate_file(inp, args.out, sep, stems=stems, fmt=args.format,
-                                force=args.force, progress=not args.quiet)
-        except LivestemsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failed = max(failed, exc.exit_code)
-            continue
-        if not args.quiet:
-            for note in res.notes:
-                print(f"note: {inp}: {note}", file=sys.stderr)
-            st = res.stats
-            print(f"{inp} -> {res.folder} ({res.frames / res.sample_rate:.1f} s at "
-                  f"{res.sample_rate} Hz; per-hop p50 {st.per_hop_ms['p50']:.3f} ms; "
-                  f"{len(res.files)} file(s))")
-    return failed
+    for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            print(f"error: {flag} must be >= 1, got {value}", file=sys.stderr)
+            return 2
+    tasks, problems = collect_tasks(args.inputs, args.out)
+    workers = args.workers or (None if args.ray else default_workers(len(tasks)))
+    # Ray: one thread per actor, one actor per cluster CPU (unless told otherwise)
+    threads = args.threads or (1 if args.ray else max(1, (os.cpu_count() or 1) // workers))
+    stems = tuple(s.strip() for s in args.stems.split(",") if s.strip()) if args.stems else None
+    options = Options(model=args.model, stems=stems, fmt=args.format, force=args.force,
+                      threads=threads)
+    backend = None
+    if args.ray:
+        from .ray_backend import ray_backend
+
+        backend = ray_backend(args.ray)
+    summary = run_library(tasks, options, backend=backend, workers=workers, quiet=args.quiet,
+                          problems=problems)
+    return summary.exit_code
 
 
 def _cmd_demo(args) -> int:

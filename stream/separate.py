@@ -1,18 +1,23 @@
-"""`livestems separate`: files in, one file per stem out, through the real-time engine.
+"""`livestems separate` for one file: read, separate offline, write one file per stem.
 
 Each input is read (any channel count, any supported rate), resampled to the model's rate with
-soxr when it differs, streamed through :class:`~livestems.stream.engine.Engine` hop by hop as
-fast as the CPU allows, resampled back, trimmed to the input's exact length (latency removed)
-and written atomically: stems go to a hidden temporary folder that is renamed into place only
+soxr when it differs, separated in large offline passes (:mod:`.offline`: the same causal
+network as the live engine, batched over time, equal to the streaming result), resampled back,
+trimmed to the input's exact length (latency removed) and written atomically: stems go to a
+hidden temporary folder (``.<track>.<pid>-<random>.partial``) that is renamed into place only
 when every file is complete, so an interrupted run never leaves a half-written track folder and
-never damages an existing one.
+never damages an existing one. A finished folder holds a small manifest (``.livestems.json``:
+the input's size and modification time, the model, format and stems) by which a later run
+recognises it as complete for that input and skips it (resume after Ctrl-C or a crash);
+temporary folders of processes that died are removed when their track is written again.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 import shutil
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,27 +25,38 @@ import numpy as np
 import soxr
 
 from .audio_io import read_audio, write_audio
-from .backends.file import play_through
-from .engine import Engine
 from .errors import LivestemsError, OutputError
+from .offline import Timer, separate_array
 
-__all__ = ["separate_file", "SeparateResult", "track_name", "FORMATS", "stem_names"]
+__all__ = ["separate_file", "SeparateResult", "track_name", "FORMATS", "stem_names",
+           "output_target", "output_state", "MANIFEST"]
 
 FORMATS = ("wav", "flac", "stem.mp4")
 ACCOMPANIMENT = "accompaniment"
 NI_ORDER = ("drums", "bass", "other", "vocals")
-_FILE_BLOCK = 4096  # samples per push when separating files: amortises Python overhead
+#: inside each finished track folder (beside a .stem.mp4: ``.<name>.stem.mp4.livestems.json``)
+MANIFEST = ".livestems.json"
+_PARTIAL = ".partial"
 
 
 @dataclass
 class SeparateResult:
+    """One input's outcome. ``status``: 'done' (written now) or 'skipped' (a complete output
+    for this input and these settings was already there). ``audio_s``: the input's duration;
+    ``timing``: wall seconds per phase (:class:`~.offline.Timer`)."""
+
     input: Path
     folder: Path
     files: list[Path]
     sample_rate: int
     frames: int
     notes: list[str] = field(default_factory=list)
-    stats: object = None
+    status: str = "done"
+    timing: Timer = field(default_factory=Timer)
+
+    @property
+    def audio_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
 def track_name(path: Path) -> str:
@@ -89,6 +105,55 @@ def _fit(x: np.ndarray, frames: int) -> np.ndarray:
     return np.concatenate([x, pad], axis=-1)
 
 
+def output_target(path: Path, outdir: Path, fmt: str) -> Path:
+    """Where ``path``'s stems go: ``outdir/<track>`` (a folder) or ``outdir/<track>.stem.mp4``."""
+    name = track_name(Path(path))
+    return Path(outdir) / (f"{name}.stem.mp4" if fmt == "stem.mp4" else name)
+
+
+def _manifest_path(target: Path, fmt: str) -> Path:
+    if fmt == "stem.mp4":
+        return target.with_name(f".{target.name}.livestems.json")
+    return target / MANIFEST
+
+
+def _identity(path: Path) -> dict:
+    st = Path(path).stat()
+    return {"input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns}
+
+
+def output_state(path: Path, target: Path, *, fmt: str, stems: list[str], model_id: str
+                 ) -> tuple[str, str]:
+    """``('absent' | 'complete' | 'conflict', why)`` for ``target`` made from ``path``.
+
+    Complete: the manifest livestems wrote with it names this input (same size and
+    modification time), the same model and format, every requested stem, and those files are
+    there. Anything else at ``target`` (another input, other settings, a folder made by hand)
+    is a conflict that only ``--force`` replaces.
+    """
+    if not target.exists():
+        return "absent", ""
+    try:
+        man = json.loads(_manifest_path(target, fmt).read_text())
+    except (OSError, ValueError):
+        return "conflict", "it was not written by livestems (no manifest)"
+    try:
+        ident = _identity(path)
+    except OSError:
+        return "conflict", "the input cannot be read"
+    if {k: man.get(k) for k in ident} != ident:
+        return "conflict", "it was made from a different version of this input"
+    if man.get("model") != model_id or man.get("format") != fmt:
+        return "conflict", (f"it was made with model {man.get('model')!r}, format "
+                            f"{man.get('format')!r}")
+    missing = [s for s in stems if s not in man.get("stems", [])]
+    if fmt != "stem.mp4":
+        missing += [s for s in stems if s not in missing and not (target / f"{s}.{fmt}").is_file()]
+    if missing:
+        return "conflict", f"it lacks the stem(s) {', '.join(missing)}"
+    return "complete", ""
+
+
 def separate_file(
     path: str | Path,
     outdir: str | Path,
@@ -97,79 +162,132 @@ def separate_file(
     stems: list[str] | None = None,
     fmt: str = "wav",
     force: bool = False,
-    progress: bool = True,
+    model_id: str = "?",
 ) -> SeparateResult:
     """Separate one file into ``outdir/<track>/<stem>.<ext>`` (or ``outdir/<track>.stem.mp4``).
 
-    Raises :class:`~livestems.stream.errors.LivestemsError` subclasses with fix-it messages;
-    an existing output is never touched without ``force``.
+    An output already complete for this input, model, format and stems is skipped
+    (``status='skipped'``) unless ``force``; any other existing output raises
+    :class:`~livestems.stream.errors.OutputError` (exit code 3) unless ``force``, and with
+    ``force`` is replaced only once the new one is complete. ``model_id`` names the model in
+    the manifest (the ``--model`` value). Raises :class:`LivestemsError` subclasses with fix-it
+    messages.
     """
     path, outdir = Path(path), Path(outdir)
     if fmt not in FORMATS:
         raise LivestemsError(f"unknown format {fmt!r}", expected=" or ".join(FORMATS), got=fmt)
     available = stem_names(tuple(separator.sources))
     chosen = _select(stems, available)
-    name = track_name(path)
-    target = outdir / (f"{name}.stem.mp4" if fmt == "stem.mp4" else name)
-    if target.exists() and not force:
-        raise OutputError(
-            "output already exists",
-            path=target,
-            fix="pass --force to replace it, or choose another -o folder",
-        )
+    target = output_target(path, outdir, fmt)
+    timer = Timer()
+    if not force and path.is_file():  # a missing input is read_audio's clear error
+        state, why = output_state(path, target, fmt=fmt, stems=chosen, model_id=model_id)
+        if state == "complete":
+            return SeparateResult(path, target, [], 0, 0, status="skipped", timing=timer)
+        if state == "conflict":
+            raise OutputError(f"output already exists and {why}", path=target,
+                              fix="pass --force to replace it, or choose another -o folder")
 
-    audio = read_audio(path)
-    notes = list(audio.notes)
-    rate, frames = audio.sample_rate, audio.samples.shape[1]
-    x = _resample(audio.samples, rate, separator.sample_rate)
+    with timer.phase("decode_s"):
+        ident = _identity(path) if path.is_file() else None
+        audio = read_audio(path)
+        notes = list(audio.notes)
+        rate, frames = audio.sample_rate, audio.samples.shape[1]
+        x = _resample(audio.samples, rate, separator.sample_rate)
     if rate != separator.sample_rate:
         notes.append(f"resampled {rate} Hz -> {separator.sample_rate} Hz for the model and back")
 
-    engine = Engine(separator, block_size=_FILE_BLOCK)
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    with timer.phase("compute_s"):
+        try:
+            y = separate_array(separator, x)
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any model failure: write nothing, say so
+            raise LivestemsError(f"the model failed during separation: "
+                                 f"{type(exc).__name__}: {exc}", path=path,
+                                 fix="check the model file, or try --model center") from exc
+        bad = int(np.size(y) - np.count_nonzero(np.isfinite(y)))
+        if bad:
+            np.nan_to_num(y, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            notes.append(f"the model produced {bad} NaN/Inf samples: replaced by 0")
 
-        bar = tqdm(total=x.shape[1] / separator.sample_rate, unit="s", unit_scale=False,
-                   desc=name[:30], file=sys.stderr, leave=False,
-                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s "
-                              "[{elapsed}<{remaining}, {rate_fmt}]")
+    with timer.phase("write_s"):
+        y = _fit(_resample(y.reshape(-1, y.shape[-1]), separator.sample_rate, rate)
+                 .reshape(y.shape[0], y.shape[1], -1), frames)
+        by_name = {s: y[i] for i, s in enumerate(separator.sources)}
+        if ACCOMPANIMENT in available and ACCOMPANIMENT not in by_name:
+            by_name[ACCOMPANIMENT] = np.sum(
+                [y[i] for i, s in enumerate(separator.sources) if s != "vocals"], axis=0
+            ).astype(np.float32)
+        manifest = {"livestems_manifest": 1, "input": str(path), **(ident or {}),
+                    "model": model_id, "format": fmt, "stems": chosen, "sample_rate": rate,
+                    "frames": frames}
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create the output folder: {exc.strerror or exc}",
+                              path=outdir, fix="choose a writable -o folder") from exc
+        if fmt == "stem.mp4":
+            _write_manifest(_manifest_path(target, fmt), manifest)
+            files = [_write_stem_mp4(target, audio.samples, by_name, rate, notes, force)]
+        else:
+            files = _write_folder(target, by_name, chosen, rate, fmt, notes, manifest)
+    return SeparateResult(path, target, files, rate, frames, notes, "done", timer)
+
+
+def _write_manifest(dest: Path, manifest: dict) -> None:
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        _, y = play_through(
-            engine, x,
-            progress=None if bar is None else (lambda n: bar.update(n / separator.sample_rate)),
-        )
-    finally:
-        if bar is not None:
-            bar.close()
-    failed = engine.stats().worker_error
-    if failed:  # the stems after the failure would be silent: write nothing
-        raise LivestemsError(f"the model failed during separation: {failed}", path=path,
-                             fix="check the model file, or try --model center")
-    y = _fit(_resample(y.reshape(-1, y.shape[-1]), separator.sample_rate, rate)
-             .reshape(y.shape[0], y.shape[1], -1), frames)
-    by_name = {s: y[i] for i, s in enumerate(separator.sources)}
-    if ACCOMPANIMENT in available and ACCOMPANIMENT not in by_name:
-        by_name[ACCOMPANIMENT] = np.sum(
-            [y[i] for i, s in enumerate(separator.sources) if s != "vocals"], axis=0
-        ).astype(np.float32)
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    if fmt == "stem.mp4":
-        files = [_write_stem_mp4(target, audio.samples, by_name, rate, notes, force)]
-    else:
-        files = _write_folder(target, by_name, chosen, rate, fmt, notes)
-    return SeparateResult(path, target, files, rate, frames, notes, engine.stats())
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write output: {exc.strerror or exc}", path=dest,
+                          fix="check the folder is writable and has free space") from exc
 
 
-def _write_folder(target: Path, by_name, chosen, rate, fmt, notes) -> list[Path]:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+def _pid_alive(pid: int) -> bool:
     try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_partials(target: Path) -> list[Path]:
+    """Remove ``target``'s temporary folders left by processes that no longer run (a crash or
+    SIGKILL mid-write); returns what was removed. Folders of live processes are kept."""
+    removed = []
+    prefix = f".{target.name}."
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        if not (p.name.startswith(prefix) and p.name.endswith(_PARTIAL)):
+            continue
+        tag = p.name[len(prefix):-len(_PARTIAL)]
+        pid = tag.split("-", 1)[0]
+        if "." in tag or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+def _write_folder(target: Path, by_name, chosen, rate, fmt, notes, manifest) -> list[Path]:
+    remove_stale_partials(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{_PARTIAL}")
+    try:
+        tmp.mkdir()
         for stem in chosen:
             clipped = write_audio(tmp / f"{stem}.{fmt}", by_name[stem], rate, fmt)
             if clipped:
                 notes.append(f"{stem}: {clipped} samples beyond full scale clipped by {fmt}; "
                              "use --format wav (32-bit float) to keep them")
+        _write_manifest(tmp / MANIFEST, manifest)
         if target.exists():  # only reached with force: swap, then delete the old one
             old = target.with_name(f".{target.name}.old")
             if old.exists():
@@ -179,6 +297,10 @@ def _write_folder(target: Path, by_name, chosen, rate, fmt, notes) -> list[Path]
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"cannot write output: {exc.strerror or exc}", path=target,
+                          fix="check the folder is writable and has free space") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

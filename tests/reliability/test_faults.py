@@ -212,7 +212,7 @@ def test_separate_file_reports_a_model_that_fails_mid_file(tmp_path):
     sf.write(tmp_path / "s.wav", _smooth(0.5).T, RATE, subtype="FLOAT")
     sep = Faulty("raise", after=10)
     with pytest.raises(LivestemsError, match="model fell over"):
-        separate_file(tmp_path / "s.wav", tmp_path / "out", sep, progress=False)
+        separate_file(tmp_path / "s.wav", tmp_path / "out", sep)
     assert not (tmp_path / "out" / "s").exists()
 
 

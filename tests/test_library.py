@@ -1,0 +1,199 @@
+"""`livestems separate` over a library: folders, parallel workers, resume, interrupts, summary.
+
+Real files, real subprocesses and real signals. The DSP baseline `center` (the suite's default,
+tests/conftest.py) keeps these cheap; tests/test_offline.py checks the network's offline path.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from signals import music_like
+
+STEMS = ("vocals", "accompaniment")  # center's
+
+
+def run_cli(*args, timeout=600):
+    proc = subprocess.run([sys.executable, "-m", "livestems.stream", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def _library(root: Path, n: int, seconds: float) -> list[Path]:
+    """``n`` wav files, some in sub-folders, distinct content."""
+    paths = []
+    for i in range(n):
+        p = root / (f"disc{i % 3}" if i % 2 else "") / f"track{i:02d}.wav"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(p, music_like(seconds, seed=i).T, 44100, subtype="FLOAT")
+        paths.append(p)
+    return paths
+
+
+def _target(lib: Path, out: Path, p: Path) -> Path:
+    return out / p.parent.relative_to(lib) / p.stem
+
+
+def _snapshot(out: Path) -> dict:
+    return {str(p.relative_to(out)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in out.rglob("*")}
+
+
+def _assert_complete(folder: Path, frames: int) -> None:
+    man = json.loads((folder / ".livestems.json").read_text())
+    assert man["stems"] == list(STEMS) and man["frames"] == frames
+    for s in STEMS:
+        info = sf.info(folder / f"{s}.wav")
+        assert (info.frames, info.samplerate, info.channels) == (frames, 44100, 2), folder
+
+
+def _visible_outputs(out: Path) -> list[Path]:
+    """Every track folder a user would see (no hidden temporary ones)."""
+    return sorted(p.parent for p in out.rglob("*.wav")
+                  if not any(part.startswith(".") for part in p.relative_to(out).parts))
+
+
+def test_library_of_20_with_a_corrupt_file_and_one_done_resumes_and_reruns_idle(tmp_path):
+    lib, out = tmp_path / "lib", tmp_path / "out"
+    paths = _library(lib, 19, 0.5)
+    corrupt = lib / "disc1" / "corrupt.flac"
+    corrupt.write_bytes(b"fLaC" + os.urandom(3000))  # a FLAC header, then garbage
+    # one track separated before, by an earlier run (track04 lies at the library's top level)
+    done_before = paths[4]
+    proc = run_cli("separate", done_before, "-o", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert _target(lib, out, done_before).is_dir()
+    before = _snapshot(out)
+
+    proc = run_cli("separate", lib, "-o", out, "--workers", "2")
+    assert proc.returncode == 2, proc.stderr  # a bad input: AudioFileError's code
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and str(corrupt) in errors[0], proc.stderr
+    assert "summary: 18 done, 1 skipped (already complete), 1 failed" in proc.stdout, proc.stdout
+    assert f"failed: {corrupt}" in proc.stdout and f"skipped: {done_before}" in proc.stdout
+    assert sum(" -> " in ln for ln in proc.stdout.splitlines()) == 18
+    for p in paths:
+        _assert_complete(_target(lib, out, p), sf.info(p).frames)
+    assert not _target(lib, out, corrupt).exists()
+    # the one done before was not touched
+    assert {k: v for k, v in _snapshot(out).items() if k in before} == before
+    assert not [p for p in out.rglob(".*") if p.name != ".livestems.json"]  # no temporaries
+
+    after = _snapshot(out)
+    proc = run_cli("separate", lib, "-o", out, "--workers", "2")
+    assert proc.returncode == 2
+    assert "summary: 0 done, 19 skipped (already complete), 1 failed" in proc.stdout
+    assert _snapshot(out) == after  # nothing new written, nothing rewritten
+
+
+def test_a_changed_input_is_not_skipped_and_needs_force(tmp_path):
+    """Resume skips only outputs made from this very input: an edited file is a conflict."""
+    song = tmp_path / "song.wav"
+    sf.write(song, music_like(0.5).T, 44100, subtype="FLOAT")
+    assert run_cli("separate", song, "-o", tmp_path / "out").returncode == 0
+    time.sleep(0.01)
+    sf.write(song, music_like(0.5, seed=3).T, 44100, subtype="FLOAT")
+    proc = run_cli("separate", song, "-o", tmp_path / "out")
+    assert proc.returncode == 3 and "different version of this input" in proc.stderr
+    assert "--force" in proc.stderr
+
+
+def _wait_for(pred, timeout_s, poll_s=0.002):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(poll_s)
+    return False
+
+
+def _partials(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*.partial")] if out.exists() else []
+
+
+def _start(lib, out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "livestems.stream", "separate", str(lib),
+                             "-o", str(out), *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _check_no_partial_output(lib, out, paths):
+    for folder in _visible_outputs(out):
+        src = next(p for p in paths if _target(lib, out, p) == folder)
+        _assert_complete(folder, sf.info(src).frames)
+
+
+def test_ctrl_c_mid_library_keeps_finished_files_and_cleans_the_one_in_flight(tmp_path):
+    lib, out = tmp_path / "lib", tmp_path / "out"
+    paths = _library(lib, 8, 20.0)
+    p = _start(lib, out, "--workers", "2")
+    try:
+        # interrupt while a track is being written: its temporary folder exists
+        caught = _wait_for(lambda: bool(_partials(out)), 240)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert caught, "the run finished before any write could be interrupted"
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    assert not _partials(out), "a temporary folder was left behind"
+    _check_no_partial_output(lib, out, paths)
+    n_done = len(_visible_outputs(out))
+    assert n_done < len(paths)
+    proc = run_cli("separate", lib, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"summary: {len(paths) - n_done} done, {n_done} skipped" in proc.stdout
+    _check_no_partial_output(lib, out, paths)
+    assert len(_visible_outputs(out)) == len(paths)
+
+
+def test_sigkill_mid_write_leaves_no_visible_partial_output_and_a_rerun_completes(tmp_path):
+    """A crash (SIGKILL: no handler runs) while a track folder is being written."""
+    lib = tmp_path / "lib"
+    paths = _library(lib, 6, 20.0)
+    for attempt in range(4):  # the kill must land inside a write; retry if it did not
+        out = tmp_path / f"out{attempt}"
+        p = _start(lib, out, "--workers", "1")
+        try:
+            caught = _wait_for(lambda: bool(_partials(out)), 240)
+            p.kill()
+            p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        if caught and _partials(out):
+            break
+    else:
+        raise AssertionError("never caught the run inside a write")
+    _check_no_partial_output(lib, out, paths)  # every visible folder is complete
+    stale = _partials(out)
+    assert stale  # the crashed process's hidden temporary folder
+    proc = run_cli("separate", lib, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert not _partials(out), "the rerun did not remove the dead process's temporary folder"
+    assert len(_visible_outputs(out)) == len(paths)
+    _check_no_partial_output(lib, out, paths)
+
+
+def test_folder_without_audio_and_duplicate_track_names_are_clear_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no audio here")
+    a, b = tmp_path / "a" / "song.wav", tmp_path / "b" / "song.wav"
+    for p in (a, b):
+        p.parent.mkdir()
+        sf.write(p, music_like(0.3).T, 44100, subtype="FLOAT")
+    proc = run_cli("separate", empty, a, b, "-o", tmp_path / "out")
+    assert proc.returncode == 2
+    assert f"error: {empty}: no audio files found" in proc.stderr
+    assert f"error: {b}: would write the same output as {a}" in proc.stderr
+    assert "summary: 1 done, 0 skipped (already complete), 2 failed" in proc.stdout
