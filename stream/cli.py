@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that live in their own modules: each has `NAME`, `add_parser(subparsers)` (which
 # adds a parser for NAME) and `run(args) -> int`. Add new commands here, one line each.
-COMMAND_MODULES: list[str] = [".cmd_bench", ".cmd_jack", ".cmd_devices", ".cmd_karaoke", ".cmd_synth", ".cmd_eval", ".cmd_import_demucs", ".cmd_midi", ".cmd_train"]
+COMMAND_MODULES: list[str] = [".cmd_bench", ".cmd_jack", ".cmd_devices", ".cmd_karaoke", ".cmd_synth", ".cmd_eval", ".cmd_import_demucs", ".cmd_midi", ".cmd_train", ".cmd_campaign"]
 
 
 def _command_modules():

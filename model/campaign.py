@@ -1,0 +1,239 @@
+"""Training campaigns that outlive a session: a fixed recipe, one resume checkpoint in git.
+
+A campaign is a recipe (:data:`RECIPES`: preset, data mix, every option of the trajectory)
+trained a little at a time, on whatever machine is at hand. Its working run folder
+``runs/NAME/`` (git-ignored: checkpoints, exports, the log) lives on one machine; what must
+survive a session is the campaign folder ``campaign/NAME/`` (committed, a few MB):
+
+- ``resume/``: the newest checkpoint (weights, Adam state, RNG states, step), overwritten
+  on every save, never a pile;
+- ``train.json``: the run's fixed options (a resumed run must repeat them);
+- ``log.jsonl``: every logged step and validation since step 0 (the learning curve's data);
+- ``curve.png``: the learning curve (training loss; validation nSDR per source);
+- ``best.json`` + ``.safetensors``: the weights that scored best on validation.
+
+:func:`restore` seeds an empty run folder from the campaign folder (a new machine), so the
+trainer resumes exactly at the saved step; :func:`save` writes the campaign folder back from
+the run folder, atomically (a new folder renamed over the old one). ``livestems campaign``
+(stream/cmd_campaign.py) runs the whole recipe: synthetic data, restore, train, save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Recipe", "RECIPES", "CampaignError", "CampaignPaths", "restore", "save",
+           "plot_curve", "train_config"]
+
+
+class CampaignError(ValueError):
+    """A campaign that cannot run; the message says what was expected and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One campaign's recipe. ``options`` are :class:`~livestems.model.train.TrainConfig`
+    fields of the trajectory (fixed for the life of the run); ``real_share`` is the real
+    stems' share of the training draws, the synthetic songs' being the rest."""
+
+    name: str
+    preset: str
+    synth_tracks: int
+    synth_seconds: float
+    synth_seed: int
+    real_share: float
+    valid_song: str
+    options: dict = field(hash=False)
+    cadence: dict = field(hash=False)
+
+    def synth_dir(self, root: Path) -> Path:
+        return root / "runs" / "data" / (f"synth-s{self.synth_seed}-{self.synth_tracks}x"
+                                         f"{self.synth_seconds:g}s")
+
+
+RECIPES: dict[str, Recipe] = {
+    "rt-small": Recipe(
+        name="rt-small", preset="rt-small",
+        # livestems synth seeds 0..159 (never the held-out seeds >= 10000), 12 s each
+        synth_tracks=160, synth_seconds=12.0, synth_seed=0,
+        # shared/data/train-real, 6.Caesium held out for validation
+        real_share=0.6, valid_song="6.Caesium",
+        options=dict(seed=0, batch_size=4, segment_seconds=2.0, lr=1e-3, warmup_steps=200,
+                     schedule="constant", stft_loss=0.5, clip_grad=5.0, remix=0.5,
+                     epoch_size=0, steps=100_000),
+        cadence=dict(valid_every=250, valid_seconds=10.0, checkpoint_every=100,
+                     checkpoint_minutes=5.0, log_every=25),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class CampaignPaths:
+    """Where a campaign's pieces live under the repository ``root``."""
+
+    root: Path
+    recipe: Recipe
+
+    @property
+    def campaign(self) -> Path:  # committed
+        return self.root / "campaign" / self.recipe.name
+
+    @property
+    def run(self) -> Path:  # git-ignored, this machine's
+        return self.root / "runs" / self.recipe.name
+
+    @property
+    def synth(self) -> Path:
+        return self.recipe.synth_dir(self.root)
+
+
+def train_config(paths: CampaignPaths, real: Path, *, minutes: float | None, threads: int | None,
+                 device: str, stop_after_steps: int | None = None):
+    """The recipe as a :class:`~livestems.model.train.TrainConfig` for this invocation."""
+    from .train import TrainConfig
+
+    r = paths.recipe
+    valid = real / r.valid_song
+    if not (valid.is_dir()):
+        raise CampaignError(f"{valid}: the validation song is missing; expected the real "
+                            f"stems folder with {r.valid_song}/ in it. Fix: --real DIR")
+    data = [f"{real}:{r.real_share}", f"{paths.synth}:{1.0 - r.real_share}"]
+    return TrainConfig(data=data, out=str(paths.run), preset=r.preset, valid=str(valid),
+                       budget_minutes=minutes, threads=threads, device=device,
+                       stop_after_steps=stop_after_steps, **r.options, **r.cadence)
+
+
+def _checkpoints(run: Path) -> list[Path]:
+    from .train import list_checkpoints
+
+    return list_checkpoints(run)
+
+
+def restore(paths: CampaignPaths, log=print) -> int | None:
+    """Seed an empty run folder from the committed campaign folder; returns the step it will
+    resume at (None: nothing to restore, or the run folder already has checkpoints, which
+    win: they are this machine's newer state)."""
+    camp, run = paths.campaign, paths.run
+    resume = camp / "resume"
+    if _checkpoints(run) or not (resume / "state.json").is_file():
+        return None
+    step = int(json.loads((resume / "state.json").read_text())["step"])
+    dst = run / "checkpoints" / f"step-{step:08d}"
+    tmp = run / f".restore-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copytree(resume, tmp / "ckpt")
+    for name in ("train.json", "log.jsonl", "best.json", "best.safetensors"):
+        if (camp / name).is_file():
+            shutil.copyfile(camp / name, tmp / name)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for name in ("train.json", "log.jsonl", "best.json", "best.safetensors"):
+        if (tmp / name).is_file():
+            os.replace(tmp / name, run / name)
+    os.replace(tmp / "ckpt", dst)  # last: its presence means the rest is in place
+    shutil.rmtree(tmp, ignore_errors=True)
+    log(f"restored {run} from {camp} (step {step})")
+    return step
+
+
+def save(paths: CampaignPaths, log=print) -> Path:
+    """Write the campaign folder from the run folder: the newest checkpoint as ``resume/``,
+    the fixed options, the whole log, the best weights and the learning curve. Built in a
+    new folder and swapped in, so a crash leaves the old campaign folder whole."""
+    camp, run = paths.campaign, paths.run
+    ckpts = _checkpoints(run)
+    if not ckpts:
+        raise CampaignError(f"{run}: no checkpoint to save; expected {run}/checkpoints/step-*. "
+                            "Fix: run the campaign first (livestems campaign run)")
+    newest = ckpts[-1]
+    tmp = camp.with_name(f".{camp.name}.new-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copytree(newest, tmp / "resume")
+    for name in ("train.json", "log.jsonl", "best.json", "best.safetensors"):
+        if (run / name).is_file():
+            shutil.copyfile(run / name, tmp / name)
+    if (tmp / "best.json").is_file():  # name this machine's folders by their last part only
+        cfg = json.loads((tmp / "best.json").read_text())
+        cfg["provenance"] = _strip_paths(cfg.get("provenance", {}))
+        (tmp / "best.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    if (tmp / "train.json").is_file():
+        first = json.loads((tmp / "train.json").read_text())
+        (tmp / "train.json").write_text(json.dumps(_strip_paths(first), indent=1) + "\n")
+    if (tmp / "log.jsonl").is_file():
+        plot_curve(tmp / "log.jsonl", tmp / "curve.png", title=paths.recipe.name)
+    old = camp.with_name(f".{camp.name}.old-{os.getpid()}")
+    if camp.exists():
+        os.replace(camp, old)
+    os.replace(tmp, camp)
+    shutil.rmtree(old, ignore_errors=True)
+    step = int(json.loads((camp / "resume" / "state.json").read_text())["step"])
+    log(f"saved {camp} (step {step})")
+    return camp
+
+
+def _strip_paths(value):
+    if isinstance(value, dict):
+        return {k: _strip_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_paths(v) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        return ", ".join(Path(p.strip()).name for p in value.split(","))
+    return value
+
+
+def read_log(path: Path) -> tuple[list[tuple[int, float]], list[dict]]:
+    """``(losses [(step, loss)], validations [{"step", "valid": {...}}])`` of a run log."""
+    losses, valids = [], []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+        if "loss" in rec:
+            losses.append((int(rec["step"]), float(rec["loss"])))
+        elif "valid" in rec:
+            valids.append(rec)
+    return losses, valids
+
+
+def plot_curve(log_path: Path, png: Path, title: str = "") -> Path:
+    """The learning curve: training loss (raw and smoothed) and validation nSDR per source."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    losses, valids = read_log(log_path)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    if losses:
+        steps, vals = np.array(losses).T
+        a.plot(steps, vals, color="0.8", lw=0.5, label="per step")
+        k = max(1, min(200, len(vals) // 10))
+        smooth = np.convolve(vals, np.ones(k) / k, mode="valid")
+        a.plot(steps[k - 1:], smooth, color="C0", label=f"mean of {k}")
+        a.set_yscale("log")
+        a.legend()
+    a.set_xlabel("step")
+    a.set_ylabel("training loss (L1 + 0.5 MR-STFT)")
+    if valids:
+        steps = [v["step"] for v in valids]
+        names = [k for k in valids[0]["valid"] if k != "mean"]
+        for name in names:
+            b.plot(steps, [v["valid"][name] for v in valids], marker=".", label=name)
+        b.plot(steps, [v["valid"]["mean"] for v in valids], color="k", lw=2, label="mean")
+        b.legend()
+    b.set_xlabel("step")
+    b.set_ylabel("validation nSDR (dB)")
+    b.grid(alpha=0.3)
+    fig.suptitle(f"{title} learning curve" if title else "learning curve")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
