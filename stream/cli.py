@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not pace to the audio clock: run as fast as possible (no "
                         "meaningful deadline figures)")
     d.add_argument("--seed", type=int, default=0, help="song seed (default 0)")
+    from .cmd_jack import add_safety_option
+
+    add_safety_option(d)
 
     m = sub.add_parser("models", help="list the built-in models")
     m.set_defaults(command="models")
@@ -146,8 +149,13 @@ def _cmd_demo(args) -> int:
     if not 0.5 <= args.seconds <= 600:
         print(f"error: --seconds must be 0.5..600, got {args.seconds}", file=sys.stderr)
         return 2
+    from .cmd_jack import check_safety
+
+    if (msg := check_safety(args)) is not None:
+        print(msg, file=sys.stderr)
+        return 2
     run_demo(args.out, seconds=args.seconds, model=args.model, block_size=args.block,
-             paced=not args.fast, seed=args.seed)
+             paced=not args.fast, seed=args.seed, safety_ms=args.safety_ms)
     return 0
 
 

@@ -74,22 +74,38 @@ def add_jack_arguments(p) -> None:
                         "first frame) to this JSON file on exit")
 
 
+def _safety_value(text: str):
+    """`--safety-ms` values: 'auto' or a number of milliseconds."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a number of milliseconds, got {text!r}") from None
+
+
 def add_safety_option(p) -> None:
-    p.add_argument("--safety-ms", type=float, default=0.0, metavar="MS",
+    p.add_argument("--safety-ms", type=_safety_value, default="auto", metavar="MS|auto",
                    help="extra latency, 0..500 ms, that the model's worker may run late by "
                         "before a deadline miss (a miss plays the dry input for a moment). "
-                        "Default 0: the worker has one period to finish each hop, enough on "
-                        "a quiet machine; on a busy or virtual one, where a thread can be "
-                        "descheduled for a few ms, 10 removes most misses for 10 ms more "
-                        "latency (docs/LIVE.md)")
+                        "Default auto: chosen at start-up from the per-hop compute time "
+                        "measured on this machine (up to 512 warm-up hops in 1 s): max(0, "
+                        "max(4 x p99, 2 x slowest) - one host block), in whole ms, printed, and fixed while running so the "
+                        "published latency stays true. A quiet fast machine gets 0; a busy "
+                        "or slow one more latency and no misses. A number sets it: 0 for the "
+                        "lowest latency, more if misses remain (docs/LIVE.md)")
 
 
 def check_safety(args) -> str | None:
     """The engine's own range check, before any model or device is opened."""
-    from .engine import SAFETY_MS_MAX
+    from .engine import SAFETY_AUTO, SAFETY_MS_MAX
 
-    if not 0.0 <= args.safety_ms <= SAFETY_MS_MAX:
-        return f"error: --safety-ms must be 0..{SAFETY_MS_MAX:g} ms, got {args.safety_ms:g}"
+    if args.safety_ms != SAFETY_AUTO and not 0.0 <= args.safety_ms <= SAFETY_MS_MAX:
+        return (f"error: --safety-ms must be 0..{SAFETY_MS_MAX:g} ms, got {args.safety_ms:g} "
+                f"(or auto)")
     return None
 
 
@@ -105,6 +121,7 @@ def serve(args, *, midi_feedback: bool = False) -> int:
 
     from .backends.common import write_stats_json
     from .backends.jack import JackHost
+    from .engine import safety_line
 
     if args.seconds is not None and args.seconds <= 0:
         print(f"error: --seconds must be > 0, got {args.seconds}", file=sys.stderr)
@@ -154,6 +171,7 @@ def serve(args, *, midi_feedback: bool = False) -> int:
         print(f"latency {eng.latency_samples} samples = {1000 * eng.latency_samples / eng.sample_rate:.2f} ms"
               f" (published on the output ports; resamplers {eng.resampler_latency_samples}"
               f", safety margin {eng.safety_samples})")
+        print(safety_line(eng))
         print("ports: " + " ".join(p.name for p in host.inports + host.outports)
               + f" {host.midi_in.name}" + (f" {host.midi_out.name}" if host.midi_out else ""),
               flush=True)

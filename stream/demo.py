@@ -20,7 +20,7 @@ from livestems.model.registry import default_model, load_separator
 
 from .audio_io import write_audio
 from .backends.file import play_through
-from .engine import Engine
+from .engine import Engine, safety_line
 
 __all__ = ["run_demo", "sdr_db"]
 
@@ -55,7 +55,8 @@ def _spectrogram_png(path: Path, tracks: dict[str, np.ndarray], sample_rate: int
 
 
 def run_demo(outdir: str | Path = "demo-out", *, seconds: float = 12.0, model: str | None = None,
-             block_size: int = 256, paced: bool = True, seed: int = 0, out=sys.stdout) -> dict:
+             block_size: int = 256, paced: bool = True, seed: int = 0,
+             safety_ms: float | str = "auto", out=sys.stdout) -> dict:
     """Run the demo; returns the figures it printed (for tests and scripts)."""
     outdir = Path(outdir)
     say = lambda *a: print(*a, file=out, flush=True)  # noqa: E731
@@ -63,7 +64,9 @@ def run_demo(outdir: str | Path = "demo-out", *, seconds: float = 12.0, model: s
     warmup()
     sep = load_separator(model)
     song = make_demo_song(seconds=seconds, sample_rate=sep.sample_rate, seed=seed)
-    engine = Engine(sep, block_size=block_size)
+    if not paced and safety_ms == "auto":
+        safety_ms = 0.0  # nothing to be late for: the engine waits for the model
+    engine = Engine(sep, block_size=block_size, safety_ms=safety_ms)
     if "vocals" in sep.sources:
         engine.mixer.set_mute("vocals")  # the mix bus is the karaoke mix
         engine.mixer.snap()
@@ -73,7 +76,9 @@ def run_demo(outdir: str | Path = "demo-out", *, seconds: float = 12.0, model: s
     say(f"model {model or default_model()}: stems {', '.join(sep.sources)}; {rate} Hz; "
         f"hop {sep.hop}; host blocks of {block_size}")
     say(f"latency: {engine.latency_samples} samples = {1000 * engine.latency_samples / rate:.1f}"
-        f" ms (model {sep.latency_samples} + hop {sep.hop} + block {block_size})")
+        f" ms (model {sep.latency_samples} + hop {sep.hop} + block {block_size} + safety "
+        f"{engine.safety_samples})")
+    say(safety_line(engine))
     say(f"setup {time.perf_counter() - t_setup:.2f} s; playing "
         f"{'in real time' if paced else 'as fast as possible'}...")
     t0 = time.perf_counter()
@@ -98,6 +103,9 @@ def run_demo(outdir: str | Path = "demo-out", *, seconds: float = 12.0, model: s
         "rtf_p99": st.rtf_p99,
         "per_hop_ms": st.per_hop_ms,
         "deadline_misses": st.deadline_misses,
+        "safety_ms": engine.safety_ms,
+        "safety_auto": engine.safety_auto,
+        "warmup_hop_ms": engine.warmup_hop_ms,
         "hops": st.hops_processed,
         "wall_s": wall,
         "outdir": str(outdir),

@@ -19,7 +19,9 @@ pre-filled with ``hop + block_size`` samples of silence to give the worker one b
 headroom to compute. ``safety`` (``safety_ms``, default 0) pre-fills that much more: the worker
 may then run that much later than one block without a deadline miss, bought with that much
 latency. On a quiet machine one block is enough; on a busy or virtual one a worker that is
-descheduled for a few milliseconds misses (docs/LIVE.md measures both). Output sample ``q`` is
+descheduled for a few milliseconds misses (docs/LIVE.md measures both). ``safety_ms="auto"``
+chooses it at construction from the per-hop compute time measured then (:func:`auto_safety_ms`),
+and keeps it. Output sample ``q`` is
 always the estimate for input sample ``q - latency_samples``, whether it came from the model or
 from the dry fallback.
 
@@ -68,11 +70,36 @@ from livestems.dsp.resample import ResampleStream
 from .mixer import StemMixer
 from .ring import Ring
 
-__all__ = ["Engine", "EngineStats"]
+__all__ = ["Engine", "EngineStats", "auto_safety_ms", "safety_line", "SAFETY_AUTO"]
 
 _TIMES_KEPT = 1 << 14  # per-hop compute times kept for percentiles (a power of two)
 STREAM_TORCH_THREADS = 1  # torch intra-op threads while streaming (Engine.limit_torch_threads)
 SAFETY_MS_MAX = 500.0  # the largest safety margin (Engine(safety_ms=)); the C API's too
+SAFETY_AUTO = "auto"  # Engine(safety_ms="auto"): chosen from the warm-up (auto_safety_ms)
+AUTO_WARMUP_HOPS = 512  # hops timed at configuration for safety_ms="auto", at most...
+AUTO_WARMUP_MAX_S = 1.0  # ...for about this long (at least 32 hops)
+AUTO_WARMUP_REST_S = 1e-3  # sleep between timed hops, as the live worker waits for input
+AUTO_HEADROOM = 4.0  # the worker's budget: this many times the warm-up p99 per-hop time...
+AUTO_STALL_HEADROOM = 2.0  # ...and this many times the slowest warm-up hop
+
+
+def auto_safety_ms(hop_p99_ms: float, hop_max_ms: float, block_ms: float) -> float:
+    """The safety margin (ms) chosen at start-up for ``safety_ms="auto"``.
+
+    The worker has one host block (``block_ms``) plus the margin to finish each hop. The
+    rule gives it the larger of 4 times the 99th percentile and 2 times the maximum of the
+    per-hop compute times measured at configuration (wall time, hops 1 ms apart on the
+    worker's torch threads, so a machine that is busy at start-up measures slower)::
+
+        safety = max(0, max(4 * p99, 2 * max) - block)   rounded up to whole ms, <= 500
+
+    The factors cover what a one-second warm-up cannot see: a hop descheduled more than
+    once in a row, other work starting later. Measured on the shared 2-core VM (docs/LIVE.md):
+    warm-up p99 1.5 to 5.6 ms for rt-tiny; a quiet fast machine gets 0.
+    """
+    need = max(AUTO_HEADROOM * float(hop_p99_ms), AUTO_STALL_HEADROOM * float(hop_max_ms))
+    return float(min(SAFETY_MS_MAX, max(0.0, math.ceil(need - float(block_ms)))))
+
 
 # Engines whose worker thread runs. The workers are daemon threads (a host must never hang on
 # exit because of one); but a daemon thread still inside C++ code (soxr, torch) when the
@@ -89,6 +116,19 @@ def _stop_running_workers() -> None:
             eng.stop()
         except Exception:  # noqa: BLE001 - exiting anyway; stop the others
             pass
+
+
+def safety_line(engine) -> str:
+    """The one line every live command prints about the safety margin it runs with."""
+    ms = engine.safety_ms
+    if not engine.safety_auto:
+        return f"safety margin: {ms:g} ms (--safety-ms)"
+    w = engine.warmup_hop_ms
+    return (f"safety margin: {ms:g} ms, chosen at start-up: per-hop compute over "
+            f"{w['hops']} warm-up hops p50 {w['p50']:.2f}, p99 {w['p99']:.2f}, max {w['max']:.2f} "
+            f"ms; rule max(0, max({AUTO_HEADROOM:g} x p99, {AUTO_STALL_HEADROOM:g} x max) - block "
+            f"{1e3 * engine.block_size / engine.sample_rate:.1f} ms); fixed while running "
+            f"(--safety-ms MS to choose)")
 
 
 @numba.njit(cache=True, nogil=True)
@@ -167,7 +207,10 @@ class Engine:
         buses: ``{name: {stem: linear gain}}``, extra stem sums rendered on the worker;
             stems not named have gain 1.0. Read them with ``pull_into(..., buses_out=...)``.
         safety_ms: extra latency (0..500 ms) the worker may run late by without a deadline
-            miss (see the module docstring). Default 0.
+            miss (see the module docstring). Default 0. ``"auto"`` (the live commands'
+            default): time the worker's step over up to 512 hops (1 s) now, at configuration
+            (:attr:`warmup_hop_ms`), and take :func:`auto_safety_ms` of them; fixed
+            from then on, so :attr:`latency_samples` stays exact.
     """
 
     def __init__(
@@ -193,9 +236,11 @@ class Engine:
         self.sources = tuple(sep.sources)
         self.hop = hop = int(sep.hop)
         self.block_size = int(block_size or hop)
-        if isinstance(safety_ms, bool) or not 0.0 <= float(safety_ms) <= SAFETY_MS_MAX:
-            raise ValueError(f"safety_ms must be 0..{SAFETY_MS_MAX:g} ms, got {safety_ms!r}")
-        self.safety_samples = int(round(float(safety_ms) * 1e-3 * self.sample_rate))
+        self.safety_auto = safety_ms == SAFETY_AUTO
+        if not self.safety_auto and (isinstance(safety_ms, (bool, str))
+                                     or not 0.0 <= float(safety_ms) <= SAFETY_MS_MAX):
+            raise ValueError(f"safety_ms must be 0..{SAFETY_MS_MAX:g} ms or 'auto', got "
+                             f"{safety_ms!r}")
         if self.block_size < 1:
             raise ValueError(f"block_size must be >= 1 sample, got {block_size}")
         s = len(self.sources)
@@ -215,6 +260,29 @@ class Engine:
         self.mixer = StemMixer(self.sources, self.model_rate, smoothing_ms)
         self.mixer.snap()
 
+        # worker buffers
+        self._hop_in = np.zeros((c, hop), dtype=np.float32)
+        self._hop_out = np.zeros((rows, hop), dtype=np.float32)
+        self._zeros_hop = np.zeros((rows, hop), dtype=np.float32)
+        # bus gains ramp like the mixer's (one-pole, smoothing_ms), so a guide-vocal level
+        # change from MIDI does not click
+        self._bus_now = self._bus_gains.copy()
+        self._bus_coeff = float(smoothing_coeff(float(smoothing_ms), float(self.model_rate)))
+        self._times = np.zeros(_TIMES_KEPT, dtype=np.float64)
+        self.stall_hook = None  # test hook: callable run by the worker before each step
+        self.nonfinite_samples = 0  # reset() zeroes it again after the warm-up hop
+        self.hops_processed = 0
+        self.worker_error: str | None = None
+
+        # the safety margin: as given, or chosen from the per-hop compute time measured now
+        self.warmup_hop_ms: dict | None = None
+        if self.safety_auto:
+            self.warmup_hop_ms = self._time_hops(AUTO_WARMUP_HOPS)
+            w = self.warmup_hop_ms
+            safety_ms = auto_safety_ms(w["p99"], w["max"], 1e3 * self.block_size / self.sample_rate)
+        self.safety_ms = float(safety_ms)
+        self.safety_samples = int(round(self.safety_ms * 1e-3 * self.sample_rate))
+
         self.resampling = self.sample_rate != self.model_rate
         self._src_in = self._src_out = None
         self.resampler_latency_samples = 0
@@ -229,15 +297,6 @@ class Engine:
         self._wet = Ring(rows, cap + self.queue_samples)
         self._dry = Ring(c, self.latency_samples + 2 * self.block_size + hop)
 
-        # worker buffers
-        self._hop_in = np.zeros((c, hop), dtype=np.float32)
-        self._hop_out = np.zeros((rows, hop), dtype=np.float32)
-        self._zeros_hop = np.zeros((rows, hop), dtype=np.float32)
-        # bus gains ramp like the mixer's (one-pole, smoothing_ms), so a guide-vocal level
-        # change from MIDI does not click
-        self._bus_now = self._bus_gains.copy()
-        self._bus_coeff = float(smoothing_coeff(float(smoothing_ms), float(self.model_rate)))
-        self._times = np.zeros(_TIMES_KEPT, dtype=np.float64)
         # audio-side buffers
         nb = self.block_size
         self._pull_wet = np.zeros((rows, nb), dtype=np.float32)
@@ -254,10 +313,41 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._running = False
         self._poll_s = min(1e-3, 0.25 * hop / self.model_rate)
-        self.stall_hook = None  # test hook: callable run by the worker before each step
-        self.nonfinite_samples = 0  # reset() zeroes it again after the warm-up hop
         self._warm_up()
         self.reset()
+
+    def _time_hops(self, hops: int) -> dict:
+        """Configuration: per-hop compute time (ms percentiles) of ``hops`` hops of noise,
+        1 ms apart (fewer, at least 32, once ``AUTO_WARMUP_MAX_S`` have passed), through
+        the worker's own step (separator + stems, mix, buses), on this thread, with
+        the worker's torch threads. The separator is reset afterwards (by :meth:`reset`)."""
+        self.limit_torch_threads()
+        rng = np.random.default_rng(0)
+        noise = (0.1 * rng.standard_normal((self.channels, self.hop * (hops + 2)))
+                 ).astype(np.float32)
+        hop, t = self.hop, np.zeros(hops + 2)
+        start = time.perf_counter()
+        for k in range(hops + 2):  # (the first two: compilation, caches; not counted)
+            self._hop_in[...] = noise[:, k * hop:(k + 1) * hop]
+            # rest between hops like the live worker, which sleeps until a hop's input is in:
+            # a thread that wakes up competes with the machine's other work as it will live,
+            # where back-to-back hops would keep the core and look faster than they will be
+            time.sleep(AUTO_WARMUP_REST_S)
+            t0 = time.perf_counter()
+            try:
+                y = self.separator.step(self._hop_in)
+                self._render(np.ascontiguousarray(y, dtype=np.float32).reshape(-1, hop))
+            except Exception as exc:
+                raise RuntimeError(f"the separator failed while timing its warm-up hops "
+                                   f"(safety_ms='auto'): {type(exc).__name__}: {exc}") from exc
+            t[k] = time.perf_counter() - t0
+            if k >= 33 and time.perf_counter() - start > AUTO_WARMUP_MAX_S:
+                hops = k - 1
+                break
+        t = t[2:hops + 2] * 1000.0
+        out = {q: float(np.percentile(t, v)) for q, v in (("p50", 50), ("p90", 90), ("p99", 99))}
+        out.update(max=float(t.max()), hops=int(hops))
+        return out
 
     def _setup_resampling(self, quality: str) -> None:
         """Size the resamplers, the model-rate queues and the latency (see module docstring)."""

@@ -25,7 +25,7 @@ def run_karaoke(*, input=None, output=None, guide_db: float | None = None, rate=
                 key: float | None = None, key_grain_ms: float | None = None,
                 guide_original_key: bool = False, mic: str | None = None,
                 mic_db: float = 0.0, mic_gate_db: float = -45.0, mic_reverb: float = 0.25,
-                safety_ms: float = 0.0, out=sys.stdout) -> dict:
+                safety_ms: float | str = 0.0, out=sys.stdout) -> dict:
     """Run karaoke until stopped; returns the final stats (see ``live_stats``).
 
     ``key``: semitones (-12..12) to shift the music by, None for no shifter at all (no added
@@ -36,6 +36,7 @@ def run_karaoke(*, input=None, output=None, guide_db: float | None = None, rate=
 
     from .backends.common import write_stats_json
     from .backends.portaudio import PortAudioHost
+    from .engine import safety_line
     from .live_view import LiveView
 
     from .mic import MicChain, parse_mic_channels
@@ -85,7 +86,8 @@ def run_karaoke(*, input=None, output=None, guide_db: float | None = None, rate=
               f"delayed with the music", file=out)
     print(f"latency {eng.latency_samples} samples = "
           f"{1000 * eng.latency_samples / host.rate:.1f} ms in livestems, plus the devices' "
-          f"{1000 * (d_in + d_out):.1f} ms", file=out, flush=True)
+          f"{1000 * (d_in + d_out):.1f} ms", file=out)
+    print(safety_line(eng), file=out, flush=True)
     end = None if seconds is None else time.monotonic() + seconds
     host.start()
     try:

@@ -57,6 +57,17 @@ def test_demo_plays_in_real_time_and_reports_timing(tmp_path, shipped_default):
     assert "playing in real time" in text
     assert re.search(r"played 3 s in 3\.\d\d s wall", text), text
     assert "real-time factor: p50" in text and "deadline misses:" in text
+    # the safety margin was chosen at start-up from the warm-up (the default), printed, and
+    # is exactly the part of the published latency beyond model + hop + block
+    sep = load_separator(None)
+    m = re.search(r"safety margin: (\d+) ms, chosen at start-up: per-hop compute over (\d+) "
+                  r"warm-up hops p50 [\d.]+, p99 ([\d.]+), max ([\d.]+) ms", text)
+    assert m, text
+    safety_ms, hops = int(m.group(1)), int(m.group(2))
+    assert 32 <= hops <= 512
+    lat = sep.latency_samples + sep.hop + 256 + round(safety_ms * 1e-3 * sep.sample_rate)
+    assert f"latency: {lat} samples" in text, text
+    assert f"+ safety {lat - sep.latency_samples - sep.hop - 256})" in text
 
 
 def test_demo_runs_twice_in_the_same_folder(tmp_path):

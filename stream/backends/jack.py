@@ -215,7 +215,8 @@ class JackHost:
         crossfade_ms: dry/wet splice time on deadline misses (see :class:`Engine`).
         midi_feedback: also register ``midi_out`` and send what :meth:`send_midi` queues.
         rt_priority: SCHED_FIFO priority for the process thread (see :meth:`_promote`).
-        safety_ms: extra latency the model's worker may run late by (:class:`Engine`).
+        safety_ms: extra latency the model's worker may run late by, ms or ``"auto"``
+            (:class:`Engine`).
 
     Use :meth:`activate`, then :meth:`run` (or your own loop calling :meth:`poll`), then
     :meth:`close`. Raises :class:`AudioBackendError` when there is no server.
@@ -224,14 +225,14 @@ class JackHost:
     def __init__(self, separator, *, name: str = "livestems", servername: str | None = None,
                  resample_quality: str = "HQ", crossfade_ms: float = 2.0,
                  midi_feedback: bool = False, rt_priority: int | None = None,
-                 safety_ms: float = 0.0):
+                 safety_ms: float | str = 0.0):
         if separator.channels != 2:
             raise AudioBackendError("the JACK client is stereo", expected="a 2-channel model",
                                     got=f"{separator.channels} channels")
         self.separator = separator
         self.resample_quality = resample_quality
         self.crossfade_ms = crossfade_ms
-        self.safety_ms = float(safety_ms)
+        self.safety_ms = safety_ms  # ms, or "auto" (measured anew for each engine built)
         self.client = _open_client(name, servername)
         self.name = self.client.name
         self.servername = servername
