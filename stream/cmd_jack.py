@@ -45,11 +45,13 @@ def add_jack_arguments(p) -> None:
                    help="connect karaoke_L/R to DEST (e.g. 'system' for the speakers)")
     p.add_argument("--model", default=None, metavar="NAME|PATH",
                    help=f"model (default: {default_model()}; $LIVESTEMS_MODEL overrides)")
-    p.add_argument("--resample-quality", default="HQ", choices=["LQ", "MQ", "HQ", "VHQ"],
+    p.add_argument("--resample-quality", default="LD", choices=["LD", "LQ", "MQ", "HQ", "VHQ"],
                    help="resampler used when the server's rate is not the model's (48 kHz "
-                        "server, 44.1 kHz model): HQ is clean (~-100 dB aliasing) but adds "
-                        "~40 ms at 48 kHz; LQ adds ~11 ms and is audibly noisier on bright "
-                        "material. Run the server at the model's rate to add nothing")
+                        "server, 44.1 kHz model). LD (default): a short polyphase filter, "
+                        "about 1 ms both ways, flat to 18 kHz, nothing kept above 22 kHz "
+                        "(docs/DSP.md has its response and its cost in SDR); HQ: soxr's, "
+                        "~-100 dB aliasing and a flat band to 20 kHz but ~44 ms more latency; LQ "
+                        "~11 ms. Run the server at the model's rate to add nothing")
     p.add_argument("--key", type=float, default=None, metavar="SEMITONES",
                    help="run the stems through the key shifter, starting at SEMITONES "
                         "(-12..12); the key.shift parameter (MIDI) then changes it live. The "

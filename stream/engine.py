@@ -65,7 +65,7 @@ import numba
 import numpy as np
 
 from livestems.dsp.kernels import mix_stems, sanitize_inplace, smoothing_coeff
-from livestems.dsp.resample import ResampleStream
+from livestems.dsp.resample import LD, QUALITIES, PolyphaseStream, ResampleStream
 
 from .mixer import StemMixer
 from .ring import Ring
@@ -202,8 +202,10 @@ class Engine:
         io_rate: the host's sample rate in Hz (default: the separator's). When it differs,
             push/pull run at ``io_rate`` and the worker resamples both ways (see the module
             docstring for the latency this adds).
-        resample_quality: soxr recipe for those resamplers. 'HQ' (default) keeps aliasing
-            near -100 dB but adds ~40 ms at 48 <-> 44.1 kHz; 'LQ' adds ~11 ms and is noisier.
+        resample_quality: the resamplers' recipe. 'LD' (default): our low-delay polyphase
+            filter (:class:`~livestems.dsp.resample.PolyphaseStream`, about 1 ms both ways
+            at 48 <-> 44.1 kHz, passband to ~18 kHz, docs/DSP.md); or a soxr recipe: 'HQ'
+            keeps aliasing near -100 dB but adds ~40 ms, 'LQ' adds ~11 ms.
         buses: ``{name: {stem: linear gain}}``, extra stem sums rendered on the worker;
             stems not named have gain 1.0. Read them with ``pull_into(..., buses_out=...)``.
         safety_ms: extra latency (0..500 ms) the worker may run late by without a deadline
@@ -222,7 +224,7 @@ class Engine:
         smoothing_ms: float = 10.0,
         ring_seconds: float = 2.0,
         io_rate: int | None = None,
-        resample_quality: str = "HQ",
+        resample_quality: str = LD,
         buses: dict | None = None,
         safety_ms: float = 0.0,
     ):
@@ -243,6 +245,9 @@ class Engine:
                              f"{safety_ms!r}")
         if self.block_size < 1:
             raise ValueError(f"block_size must be >= 1 sample, got {block_size}")
+        if resample_quality != LD and resample_quality not in QUALITIES:
+            raise ValueError(f"resample_quality must be {LD} or one of {', '.join(QUALITIES)}, "
+                             f"got {resample_quality!r}")
         s = len(self.sources)
         self.bus_names = tuple(buses or ())
         self._bus_gains = np.ones((len(self.bus_names), s), dtype=np.float64)
@@ -283,6 +288,7 @@ class Engine:
         self.safety_ms = float(safety_ms)
         self.safety_samples = int(round(self.safety_ms * 1e-3 * self.sample_rate))
 
+        self.resample_quality = resample_quality
         self.resampling = self.sample_rate != self.model_rate
         self._src_in = self._src_out = None
         self.resampler_latency_samples = 0
@@ -349,6 +355,34 @@ class Engine:
         out.update(max=float(t.max()), hops=int(hops))
         return out
 
+    def _setup_low_delay(self, m_max: int, lag: int) -> None:
+        """:meth:`_setup_resampling` with the low-delay resamplers (:class:`PolyphaseStream`).
+
+        Their delays may be fractional, in steps of ``1 / (F/g)`` I/O samples (``g`` the gcd
+        of the rates), so instead of padding the model-rate queue to a whole number of I/O
+        samples (up to ``F/g - 1`` model samples: 3.3 ms at 48 kHz), the output resampler's
+        delay is lengthened by the fraction that makes the total whole::
+
+            (F/g) * latency = dq_in + (separator latency + hop - 1) * (R/g) + dq_out
+                              + (F/g) * (block + lag + safety)
+        """
+        sep, c, hop = self.separator, self.channels, self.hop
+        big_r, big_f = self.sample_rate, self.model_rate
+        g = math.gcd(big_r, big_f)
+        rr, fr = big_r // g, big_f // g
+        self._src_in = PolyphaseStream(big_r, big_f, c, max_block=self._chunk_max)
+        pad = hop - 1
+        self._pad_model = pad
+        before_q = self._src_in.delay_q + (int(sep.latency_samples) + pad) * rr
+        dq_out = PolyphaseStream.min_delay_q(big_f, big_r)
+        dq_out += (-(before_q + dq_out)) % fr
+        self._src_out = PolyphaseStream(big_f, big_r, self._rows, max_block=m_max,
+                                        delay_q=dq_out)
+        self._exact_latency = True
+        self.queue_samples = self.block_size + lag + self.safety_samples
+        self.latency_samples = (before_q + dq_out) // fr + self.queue_samples
+        self.resampler_latency_samples = int(round((self._src_in.delay_q + dq_out) / fr))
+
     def _setup_resampling(self, quality: str) -> None:
         """Size the resamplers, the model-rate queues and the latency (see module docstring)."""
         sep, c, hop = self.separator, self.channels, self.hop
@@ -356,24 +390,30 @@ class Engine:
         # the worker reads at most this many I/O samples per resampler call
         self._chunk_max = max(self.block_size, -(-hop * big_r // big_f), 1024)
         m_max = -(-self._chunk_max * big_f // big_r) + 1
-        self._src_in = ResampleStream(big_r, big_f, c, quality=quality, max_block=self._chunk_max)
-        self._src_out = ResampleStream(big_f, big_r, self._rows, quality=quality,
-                                       max_block=m_max)
-        base = self._src_in.latency_samples + int(sep.latency_samples)
-        step = big_f // math.gcd(big_r, big_f)  # D must be a multiple of this for D*R/F exact
-        pad = hop - 1
-        if step <= 4 * 4096:  # otherwise the pad would cost more than a rounding error
-            pad += (-(base + pad)) % step
-        self._pad_model = pad
-        d_model = base + pad
-        self._exact_latency = (d_model * big_r) % big_f == 0
         lag = -(-big_r // big_f)
-        self.queue_samples = self.block_size + lag + self.safety_samples
-        d_io = int(round(d_model * big_r / big_f))
-        self.latency_samples = d_io + self._src_out.latency_samples + self.queue_samples
-        self.resampler_latency_samples = (
-            int(round(self._src_in.latency_samples * big_r / big_f))
-            + self._src_out.latency_samples)
+        self.resample_quality = quality
+        if quality == LD:
+            self._setup_low_delay(m_max, lag)
+        else:
+            self._src_in = ResampleStream(big_r, big_f, c, quality=quality,
+                                          max_block=self._chunk_max)
+            self._src_out = ResampleStream(big_f, big_r, self._rows, quality=quality,
+                                           max_block=m_max)
+            base = self._src_in.latency_samples + int(sep.latency_samples)
+            step = big_f // math.gcd(big_r, big_f)  # D must be a multiple of this: D*R/F exact
+            pad = hop - 1
+            if step <= 4 * 4096:  # otherwise the pad would cost more than a rounding error
+                pad += (-(base + pad)) % step
+            self._pad_model = pad
+            d_model = base + pad
+            self._exact_latency = (d_model * big_r) % big_f == 0
+            self.queue_samples = self.block_size + lag + self.safety_samples
+            d_io = int(round(d_model * big_r / big_f))
+            self.latency_samples = d_io + self._src_out.latency_samples + self.queue_samples
+            self.resampler_latency_samples = (
+                int(round(self._src_in.latency_samples * big_r / big_f))
+                + self._src_out.latency_samples)
+        pad = self._pad_model
         self._m_in = Ring(c, 4 * (m_max + hop))
         self._m_out = Ring(self._rows, 4 * (m_max + hop) + pad)
         self._chunk = np.zeros((c, self._chunk_max), dtype=np.float32)

@@ -21,7 +21,7 @@ __all__ = ["run_karaoke"]
 
 def run_karaoke(*, input=None, output=None, guide_db: float | None = None, rate=None,
                 blocksize: int = 256, latency="low", model=None, seconds: float | None = None,
-                view: bool = True, resample_quality: str = "HQ", stats_path=None,
+                view: bool = True, resample_quality: str = "LD", stats_path=None,
                 key: float | None = None, key_grain_ms: float | None = None,
                 guide_original_key: bool = False, mic: str | None = None,
                 mic_db: float = 0.0, mic_gate_db: float = -45.0, mic_reverb: float = 0.25,

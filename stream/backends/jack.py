@@ -211,7 +211,8 @@ class JackHost:
         separator: the model (any :mod:`livestems.model.protocol` separator, stereo).
         name: JACK client name (port names are ``name:port``).
         servername: JACK server to join (default: ``$JACK_DEFAULT_SERVER`` or ``default``).
-        resample_quality: soxr recipe used when the server's rate differs from the model's.
+        resample_quality: resampler recipe when the server's rate differs from the model's:
+            "LD" (low delay, default) or a soxr recipe (:class:`Engine`).
         crossfade_ms: dry/wet splice time on deadline misses (see :class:`Engine`).
         midi_feedback: also register ``midi_out`` and send what :meth:`send_midi` queues.
         rt_priority: SCHED_FIFO priority for the process thread (see :meth:`_promote`).
@@ -223,7 +224,7 @@ class JackHost:
     """
 
     def __init__(self, separator, *, name: str = "livestems", servername: str | None = None,
-                 resample_quality: str = "HQ", crossfade_ms: float = 2.0,
+                 resample_quality: str = "LD", crossfade_ms: float = 2.0,
                  midi_feedback: bool = False, rt_priority: int | None = None,
                  safety_ms: float | str = 0.0):
         if separator.channels != 2:

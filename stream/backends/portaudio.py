@@ -128,7 +128,7 @@ class PortAudioHost:
     """
 
     def __init__(self, separator, *, input=None, output=None, rate: int | None = None,
-                 blocksize: int = 256, latency="low", resample_quality: str = "HQ",
+                 blocksize: int = 256, latency="low", resample_quality: str = "LD",
                  mic_channels=(), safety_ms: float = 0.0):
         sd = _sd()
         if separator.channels != 2:

@@ -172,7 +172,7 @@ def test_48k_server_through_resamplers_and_impulse(jackd, tmp_path):
     for name in ("accompaniment_L", "mix_L", "karaoke_L"):
         y = rec_imp[names.index(name)]
         assert int(np.argmax(np.abs(y))) == 1000 + lat, (name, np.argmax(np.abs(y)), lat)
-        assert y[1000 + lat] > 0.8
+        assert y[1000 + lat] > 0.7  # band-limited: the LD resamplers pass up to ~19.5 kHz
     assert np.abs(rec_imp[names.index("vocals_L")]).max() < 1e-3
 
 
