@@ -80,18 +80,18 @@ AUTO_WARMUP_HOPS = 512  # hops timed at configuration for safety_ms="auto", at m
 AUTO_WARMUP_MAX_S = 1.0  # ...for about this long (at least 32 hops)
 AUTO_WARMUP_REST_S = 1e-3  # sleep between timed hops, as the live worker waits for input
 AUTO_HEADROOM = 4.0  # the worker's budget: this many times the warm-up p99 per-hop time...
-AUTO_STALL_HEADROOM = 2.0  # ...and this many times the slowest warm-up hop
+AUTO_STALL_HEADROOM = 3.0  # ...and this many times the slowest warm-up hop
 
 
 def auto_safety_ms(hop_p99_ms: float, hop_max_ms: float, block_ms: float) -> float:
     """The safety margin (ms) chosen at start-up for ``safety_ms="auto"``.
 
     The worker has one host block (``block_ms``) plus the margin to finish each hop. The
-    rule gives it the larger of 4 times the 99th percentile and 2 times the maximum of the
+    rule gives it the larger of 4 times the 99th percentile and 3 times the maximum of the
     per-hop compute times measured at configuration (wall time, hops 1 ms apart on the
     worker's torch threads, so a machine that is busy at start-up measures slower)::
 
-        safety = max(0, max(4 * p99, 2 * max) - block)   rounded up to whole ms, <= 500
+        safety = max(0, max(4 * p99, 3 * max) - block)   rounded up to whole ms, <= 500
 
     The factors cover what a one-second warm-up cannot see: a hop descheduled more than
     once in a row, other work starting later. Measured on the shared 2-core VM (docs/LIVE.md):

@@ -13,10 +13,10 @@ from livestems.stream.engine import SAFETY_MS_MAX, Engine, auto_safety_ms, safet
 
 
 def test_the_rule():
-    """max(0, max(4 p99, 2 max) - block), whole ms up, capped."""
-    assert auto_safety_ms(1.0, 2.0, 5.8) == 0.0  # a quiet machine: one block is enough
+    """max(0, max(4 p99, 3 max) - block), whole ms up, capped."""
+    assert auto_safety_ms(1.0, 1.5, 5.8) == 0.0  # a quiet machine: one block is enough
     assert auto_safety_ms(5.0, 6.0, 5.8) == 15.0  # 20 - 5.8 = 14.2 -> 15
-    assert auto_safety_ms(2.0, 9.0, 5.8) == 13.0  # one slow hop: 18 - 5.8 = 12.2 -> 13
+    assert auto_safety_ms(2.0, 9.0, 5.8) == 22.0  # one slow hop: 27 - 5.8 = 21.2 -> 22
     assert auto_safety_ms(1000.0, 1000.0, 5.8) == SAFETY_MS_MAX
 
 
