@@ -5,7 +5,9 @@ offline throughput, each measured in one run on this machine.
   time percentiles and the real-time factor (compute time / hop duration).
 - :func:`measure_latency`: an impulse through the whole engine (push, worker, mixer, pull), found
   on the output, compared with the declared latency.
-- :func:`bench_offline`: seconds of audio separated per second of wall time for `separate`.
+- :func:`bench_offline`: seconds of audio separated per second of wall time for `separate`
+  (load, decode, compute and write apart; one file, and one file per core in worker
+  processes), beside Hybrid Demucs and Open-Unmix.
 
 Absolute times hold only on the machine that measured them: every report carries the machine.
 """
@@ -255,13 +257,63 @@ PEERS = {"hdemucs": ("Hybrid Demucs (demucs pkg, random)", _peer_hdemucs),
          "umx": ("Open-Unmix (unidirectional, random)", _peer_openunmix)}
 
 
-def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs", "umx"),
-                  progress=None) -> dict:
-    """Throughput (audio seconds per wall second) of `separate` on one ``seconds``-long file.
+def _params(sep) -> int:
+    return int(sum(p.numel() for p in sep.module.parameters())) if hasattr(sep, "module") else 0
 
-    Our models go through :func:`livestems.stream.separate.separate_file` (read, engine, write);
-    the peers run their own offline separation on the same audio, already in memory. All on
-    the same torch threads. Returns ``{"seconds", "threads", "rows": [...], "machine"}``.
+
+def _bench_library(name: str, wav, folder, files: int, say) -> dict:
+    """``files`` copies of ``wav`` through :func:`~.library.run_library`, one worker process
+    (one torch thread) per file: wall time from start to summary (spawning, model loads,
+    decode, compute, write) and the compute the workers report."""
+    import io
+    import shutil
+    from pathlib import Path
+
+    from .library import Options, collect_tasks, run_library
+
+    lib = Path(folder) / f"lib-{name}"
+    lib.mkdir()
+    for i in range(files):
+        shutil.copyfile(wav, lib / f"song{i}.wav")
+    say(f"library of {files} files, {files} workers, --model {name} ...")
+    tasks, _ = collect_tasks([str(lib)], Path(folder) / f"libout-{name}")
+    threads = _threads()
+    t0 = time.perf_counter()
+    try:
+        summary = run_library(tasks, Options(model=name, threads=1), workers=files, quiet=True,
+                              stdout=io.StringIO(), stderr=io.StringIO())
+    finally:
+        wall = time.perf_counter() - t0
+        from .offline import set_threads
+
+        set_threads(threads)  # the planning step set this process to the workers' count
+    done = summary.by("done")
+    if len(done) != files:
+        raise RuntimeError(f"library bench: {len(done)} of {files} files done: "
+                           f"{[o.error for o in summary.by('failed')]}")
+    audio = sum(o.audio_s for o in done)
+    spans = [o.timing["compute_span"] for o in done]
+    # from the first compute start to the last compute end, across the workers
+    compute_wall = max(b for _, b in spans) - min(a for a, _ in spans)
+    return {"files": files, "workers": files, "audio_s": audio, "wall_s": wall,
+            "wall_x": audio / wall, "compute_s": [o.timing["compute_s"] for o in done],
+            "compute_wall_s": compute_wall, "compute_x": audio / compute_wall,
+            "load_s": [o.load_s for o in done], "threads_per_worker": 1}
+
+
+def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs", "umx"),
+                  progress=None, library: bool = True) -> dict:
+    """Offline throughput (audio seconds per wall second, "x real time") of `separate`.
+
+    Per model, on one ``seconds``-long file in this process on one torch thread (as
+    `separate` runs a file by default): model load, decode, compute and write timed apart; ``throughput`` is seconds /
+    ``wall_s`` (decode + compute + write, model loaded); ``compute_x`` the network alone.
+    With ``library``, also ``cores`` copies of the file through the library runner with one
+    worker process per core (``library``: its wall time with spawning, loads and I/O, and its
+    compute throughput: the audio over the span from the first worker's compute start to the
+    last one's end). The peers run their own offline separation on the
+    same audio in memory, on the same torch threads. Returns ``{"seconds", "threads", "rows",
+    "machine", "reference_ms"}``.
     """
     import tempfile
     from pathlib import Path
@@ -270,24 +322,37 @@ def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs",
     from livestems.model.registry import load_separator
 
     from .audio_io import read_audio, write_audio
+    from .offline import set_threads
     from .separate import separate_file
 
     say = progress or (lambda msg: None)
     rows = []
     song = make_demo_song(seconds=seconds, sample_rate=44100, seed=1)
+    cores = os.cpu_count() or 1
+    ref = reference_ms()
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "song.wav"
         write_audio(wav, song.mixture, 44100, "wav")
         for name in models:
             say(f"separate --model {name} on {seconds:g} s ...")
-            sep = load_separator(name)
             t0 = time.perf_counter()
-            separate_file(wav, Path(tmp) / f"out-{name}", sep, progress=False)
-            wall = time.perf_counter() - t0
-            params = sum(p.numel() for p in sep.module.parameters()) if hasattr(
-                sep, "module") else 0
-            rows.append({"model": name, "kind": "livestems", "params": int(params),
-                         "wall_s": wall, "throughput": seconds / wall})
+            sep = load_separator(name)
+            load_s = time.perf_counter() - t0
+            threads = _threads()
+            set_threads(1)  # as `livestems separate` runs each file by default
+            try:
+                res = separate_file(wav, Path(tmp) / f"out-{name}", sep, model_id=name)
+            finally:
+                set_threads(threads)
+            tm = res.timing
+            wall = tm.decode_s + tm.compute_s + tm.write_s
+            row = {"model": name, "kind": "livestems", "params": _params(sep),
+                   "load_s": load_s, **tm.as_dict(), "wall_s": wall,
+                   "throughput": seconds / wall, "compute_x": seconds / tm.compute_s,
+                   "wall_with_load_x": seconds / (wall + load_s)}
+            if library and cores > 1:
+                row["library"] = _bench_library(name, wav, tmp, cores, say)
+            rows.append(row)
         x = read_audio(wav).samples
         for key in peers:
             label, build = PEERS[key]
@@ -297,5 +362,6 @@ def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs",
             run(x)
             wall = time.perf_counter() - t0
             rows.append({"model": key, "kind": label, "params": int(params), "wall_s": wall,
-                         "throughput": seconds / wall})
-    return {"seconds": seconds, "threads": _threads(), "rows": rows, "machine": machine_info()}
+                         "throughput": seconds / wall, "compute_x": seconds / wall})
+    return {"seconds": seconds, "threads": _threads(), "rows": rows, "machine": machine_info(),
+            "reference_ms": ref}

@@ -59,17 +59,93 @@ def _plots(out: Path, streams: list[dict], offline: dict) -> list[str]:
     plt.close(fig)
     names.append("bench_latency_rtf.png")
 
+    names.append(_throughput_plot(out, offline))
+    return names
+
+
+def _throughput_plot(out: Path, offline: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 3.2))
     rows = offline["rows"]
     ax.barh([r["model"] for r in rows], [r["throughput"] for r in rows],
             color=["#3a7bd5" if r["kind"] == "livestems" else "#999" for r in rows])
     ax.set_xscale("log")
-    ax.set_xlabel(f"audio seconds per wall second ({offline['seconds']:g} s file)")
+    ax.set_xlabel(f"audio seconds per wall second, decode + compute + write "
+                  f"({offline['seconds']:g} s file)")
     fig.tight_layout()
     fig.savefig(out / "bench_throughput.png", dpi=90)
     plt.close(fig)
-    names.append("bench_throughput.png")
-    return names
+    return "bench_throughput.png"
+
+
+def _offline_lines(offline: dict, plot: str) -> list[str]:
+    """The offline throughput section of docs/BENCHMARKS.md, from :func:`bench_offline`."""
+    lines = [
+        f"## Offline throughput (`separate` on a {offline['seconds']:g} s file)", "",
+        "Ours: `livestems separate`'s offline path (the causal network over long chunks",
+        "with carried state, equal to the streaming result: tests/test_offline.py), one",
+        "torch thread per file, model load, decode, compute and write timed apart; then",
+        "one copy of the file per core through the library runner (one worker process",
+        "each): *N files compute x* is the audio over the span from the first worker's",
+        "compute start to the last one's end, *wall x* the whole run (spawning, model",
+        "loads, decode, write). x = audio seconds per wall second. Peers: their own",
+        "offline separation of the same audio in memory, random weights at published",
+        f"sizes, {offline['threads']} torch threads. docs/SCALE.md explains the figures.",
+        "",
+        "| model | what | params | load s | decode s | compute s | write s | compute x |"
+        " wall x (+load) | N files: compute x | N files: wall x | vs Hybrid Demucs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    hd = next((r for r in offline["rows"] if r["model"] == "hdemucs"), None)
+    for r in offline["rows"]:
+        ratio = f"{r['throughput'] / hd['throughput']:.1f}x" if hd else "-"
+        lib = r.get("library")
+        libs = (f"{lib['files']}: {lib['compute_x']:.1f} | {lib['wall_x']:.1f}" if lib
+                else "- | -")
+        if r["kind"] == "livestems":
+            lines.append(f"| {r['model']} | livestems | {r['params'] / 1e6:.2f} M | "
+                         f"{r['load_s']:.2f} | {r['decode_s']:.2f} | {r['compute_s']:.2f} | "
+                         f"{r['write_s']:.2f} | {r['compute_x']:.1f} | {r['throughput']:.1f} "
+                         f"({r['wall_with_load_x']:.1f}) | {libs} | {ratio} |")
+        else:
+            lines.append(f"| {r['model']} | {r['kind']} | {r['params'] / 1e6:.2f} M | - | - | "
+                         f"{r['wall_s']:.1f} | - | {r['compute_x']:.2f} | "
+                         f"{r['throughput']:.2f} | {libs} | {ratio} |")
+    lines += ["", f"![throughput]({plot})", ""]
+    return lines
+
+
+def write_offline_section(out: str | Path = "docs", *, seconds: float = 60.0, say=print) -> Path:
+    """Measure only the offline table and replace its section (and its plot and JSON entry)
+    in an existing ``out/BENCHMARKS.md``, leaving the other sections as they were measured."""
+    import os
+
+    import torch
+
+    out = Path(out)
+    md = out / "BENCHMARKS.md"
+    text = md.read_text()
+    head = "## Offline throughput"
+    if head not in text:
+        raise ValueError(f"{md} has no '{head}' section; run `livestems bench report` once")
+    torch.set_num_threads(os.cpu_count() or 1)  # the peers on every core, as in the report
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    offline = bench_offline(list(OFFLINE_MODELS), seconds=seconds, progress=say)
+    m = machine_info()
+    lines = _offline_lines(offline, _throughput_plot(out, offline))
+    lines[0] += f" [measured {started} on {m['cpu']}, {m['cores']} cores]"
+    a = text.index(head)
+    nxt = text.find("\n## ", a + len(head))
+    text = text[:a] + "\n".join(lines) + "\n" + (text[nxt + 1:] if nxt >= 0 else "")
+    md.write_text(text)
+    res = out / "bench_results.json"
+    data = json.loads(res.read_text()) if res.exists() else {}
+    data["offline"] = offline
+    res.write_text(json.dumps(data, indent=2) + "\n")
+    return md
 
 
 def write_report(out: str | Path = "docs", *, seconds: float = 20.0,
@@ -140,18 +216,7 @@ def write_report(out: str | Path = "docs", *, seconds: float = 20.0,
     lines += ["", "Random-weight networks are not separators yet, so their impulse response is",
               "not a clean delta; the peak still lands on the declared latency when it says yes.",
               "",
-              f"## Offline throughput (`separate` on a {offline['seconds']:g} s file)", "",
-              "Ours: `livestems separate` (read, engine hop by hop, write). Peers: their own",
-              "offline separation on the same audio in memory, random weights at published",
-              f"sizes, same {offline['threads']} torch threads.", "",
-              "| model | what | params | wall s | audio s per wall s | vs Hybrid Demucs |",
-              "|---|---|---|---|---|---|"]
-    hd = next((r for r in offline["rows"] if r["model"] == "hdemucs"), None)
-    for r in offline["rows"]:
-        ratio = f"{r['throughput'] / hd['throughput']:.1f}x" if hd else "-"
-        lines.append(f"| {r['model']} | {r['kind']} | {r['params'] / 1e6:.2f} M | "
-                     f"{r['wall_s']:.1f} | {r['throughput']:.2f} | {ratio} |")
-    lines += ["", f"![throughput]({plots[2]})", ""]
+              *_offline_lines(offline, plots[2])]
     (out / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")
     for r in streams:
         r.pop("times_ms", None)

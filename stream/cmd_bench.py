@@ -24,9 +24,12 @@ def add_parser(sub) -> None:
     )
     b.add_argument("what", nargs="?", default="stream", choices=["stream", "dsp", "report"],
                    help="stream (default): a model through the engine; dsp: STFT kernels; "
-                        "report: measure everything and rewrite docs/BENCHMARKS.md (minutes)")
+                        "report: measure everything and rewrite docs/BENCHMARKS.md (minutes; "
+                        "`report --offline-only`: only its offline table)")
     b.add_argument("--offline", action="store_true",
-                   help="offline throughput instead: `separate` on one file for the models, "
+                   help="offline throughput instead: `separate` on one file for the models "
+                        "(load, decode, compute, write timed apart; then one copy per core "
+                        "in worker processes, wall time with everything), "
                         "beside Hybrid Demucs and Open-Unmix (random weights, published sizes) "
                         "on the same audio and threads")
     b.add_argument("--peers", default="hdemucs,umx",
@@ -144,6 +147,35 @@ def _run_shift(args) -> int:
     return 0
 
 
+def offline_table(res: dict) -> str:
+    """The offline report as a text table (x = audio seconds per wall second)."""
+    base = next((r for r in res["rows"] if r["model"] == "hdemucs"), None)
+    lines = [f"{'model':8s} {'params':>7s} {'load s':>6s} {'decode':>6s} {'compute':>7s} "
+             f"{'write':>6s} {'compute x':>9s} {'wall x':>7s} {'+load x':>7s} "
+             f"{'N files: compute x':>18s} {'wall x':>7s} {'vs hdemucs':>10s}  what"]
+    for r in res["rows"]:
+        ratio = f"{r['throughput'] / base['throughput']:.1f}x" if base else "-"
+        lib = r.get("library")
+        libs = (f"{lib['files']}: {lib['compute_x']:12.1f} {lib['wall_x']:7.1f}" if lib
+                else f"{'-':>18s} {'-':>7s}")
+        if r["kind"] == "livestems":
+            lines.append(f"{r['model']:8s} {r['params'] / 1e6:6.2f}M {r['load_s']:6.2f} "
+                         f"{r['decode_s']:6.2f} {r['compute_s']:7.2f} {r['write_s']:6.2f} "
+                         f"{r['compute_x']:9.1f} {r['throughput']:7.1f} "
+                         f"{r['wall_with_load_x']:7.1f} {libs} {ratio:>10s}  livestems")
+        else:
+            lines.append(f"{r['model']:8s} {r['params'] / 1e6:6.2f}M {'-':>6s} {'-':>6s} "
+                         f"{r['wall_s']:7.2f} {'-':>6s} {r['compute_x']:9.1f} "
+                         f"{r['throughput']:7.1f} {'-':>7s} {libs} {ratio:>10s}  {r['kind']}")
+    lines.append(f"{res['seconds']:g} s file; ours: one torch thread per file, N files in N "
+                 f"worker processes (one per core); peers: {res['threads']} torch threads; "
+                 f"machine: "
+                 f"{res['machine']['cpu']}, {res['machine']['cores']} cores; times in s, "
+                 "x = audio seconds per wall second; wall = decode + compute + write, "
+                 "+load adds the model load")
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     from .bench import bench_stream, measure_latency
 
@@ -172,7 +204,11 @@ def run(args) -> int:
         # options after the positional `report` land in `rest` (argparse REMAINDER)
         sub = argparse.ArgumentParser(prog="livestems bench report")
         sub.add_argument("--out", default=args.out)
-        args.out = sub.parse_args(args.rest).out
+        sub.add_argument("--offline-only", action="store_true",
+                         help="measure only the offline table and replace that section of "
+                              "OUT/BENCHMARKS.md (the other sections stay as measured)")
+        parsed = sub.parse_args(args.rest)
+        args.out, args.offline_only = parsed.out, parsed.offline_only
         args.rest = []
     if args.rest:
         print(f"error: unexpected arguments {' '.join(args.rest)}", file=sys.stderr)
@@ -195,9 +231,13 @@ def run(args) -> int:
 
     engine_mod.STREAM_TORCH_THREADS = threads  # engines keep what was asked for
     if args.what == "report":
-        from .bench_report import write_report
+        from .bench_report import write_offline_section, write_report
 
-        path = write_report(args.out, say=lambda m: print(m, file=sys.stderr))
+        say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+        if getattr(args, "offline_only", False):
+            path = write_offline_section(args.out, seconds=args.seconds or 60.0, say=say)
+        else:
+            path = write_report(args.out, say=say)
         print(f"wrote {path}")
         return 0
     if args.offline:
@@ -218,15 +258,7 @@ def run(args) -> int:
         if args.json:
             print(json.dumps(res, indent=2))
         else:
-            base = next((r for r in res["rows"] if r["model"] == "hdemucs"), None)
-            print(f"{'model':10s} {'params':>9s} {'wall s':>8s} {'audio s/s':>10s} "
-                  f"{'vs hdemucs':>10s}  what")
-            for r in res["rows"]:
-                ratio = f"{r['throughput'] / base['throughput']:.1f}x" if base else "-"
-                print(f"{r['model']:10s} {r['params'] / 1e6:8.2f}M {r['wall_s']:8.2f} "
-                      f"{r['throughput']:10.2f} {ratio:>10s}  {r['kind']}")
-            print(f"{res['seconds']:g} s file; {res['threads']} torch threads; machine: "
-                  f"{res['machine']['cpu']}, {res['machine']['cores']} cores")
+            print(offline_table(res))
         return 0
 
     reports = []

@@ -71,13 +71,15 @@ class Timer:
     decode_s: float = 0.0
     compute_s: float = 0.0
     write_s: float = 0.0
+    #: wall-clock (epoch) start and end of the compute phase, to measure overlap across workers
+    compute_span: tuple[float, float] = (0.0, 0.0)
 
     def phase(self, name: str):
         return _Phase(self, name)
 
     def as_dict(self) -> dict:
         return {"decode_s": self.decode_s, "compute_s": self.compute_s,
-                "write_s": self.write_s}
+                "write_s": self.write_s, "compute_span": list(self.compute_span)}
 
 
 class _Phase:
@@ -85,10 +87,12 @@ class _Phase:
         self.timer, self.name = timer, name
 
     def __enter__(self):
-        self.t0 = time.perf_counter()
+        self.t0, self.wall0 = time.perf_counter(), time.time()
         return self
 
     def __exit__(self, *exc):
         setattr(self.timer, self.name,
                 getattr(self.timer, self.name) + time.perf_counter() - self.t0)
+        if self.name == "compute_s":
+            self.timer.compute_span = (self.wall0, time.time())
         return False

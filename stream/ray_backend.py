@@ -51,9 +51,10 @@ def ray_backend(address: str):
 
     def run(todo: list[Task], options: Options, workers: int | None) -> Iterator[Outcome]:
         if not ray.is_initialized():
-            ray.init(address=None if address == "auto" else address,
-                     log_to_driver=False, include_dashboard=False,
-                     configure_logging=False)
+            if address == "auto":  # the cluster this machine is in, or a local instance
+                ray.init(log_to_driver=False, include_dashboard=False)
+            else:  # an existing cluster's settings are its own: only connect
+                ray.init(address=address, log_to_driver=False)
         if not todo:
             return
         cpus = int(ray.cluster_resources().get("CPU", 1))

@@ -26,11 +26,11 @@ def run_cli(*args, timeout=600):
     return proc
 
 
-def _library(root: Path, n: int, seconds: float) -> list[Path]:
-    """``n`` wav files, some in sub-folders, distinct content."""
+def _library(root: Path, n: int, seconds: float, nested: bool = True) -> list[Path]:
+    """``n`` wav files of distinct content, some in sub-folders when ``nested``."""
     paths = []
     for i in range(n):
-        p = root / (f"disc{i % 3}" if i % 2 else "") / f"track{i:02d}.wav"
+        p = root / (f"disc{i % 3}" if i % 2 and nested else "") / f"track{i:02d}.wav"
         p.parent.mkdir(parents=True, exist_ok=True)
         sf.write(p, music_like(seconds, seed=i).T, 44100, subtype="FLOAT")
         paths.append(p)
@@ -46,18 +46,18 @@ def _snapshot(out: Path) -> dict:
             for p in out.rglob("*")}
 
 
-def _assert_complete(folder: Path, frames: int) -> None:
+def _assert_complete(folder: Path, frames: int, ext: str = "wav") -> None:
     man = json.loads((folder / ".livestems.json").read_text())
     assert man["stems"] == list(STEMS) and man["frames"] == frames
     for s in STEMS:
-        info = sf.info(folder / f"{s}.wav")
+        info = sf.info(folder / f"{s}.{ext}")
         assert (info.frames, info.samplerate, info.channels) == (frames, 44100, 2), folder
 
 
-def _visible_outputs(out: Path) -> list[Path]:
+def _visible_outputs(out: Path, ext: str = "wav") -> list[Path]:
     """Every track folder a user would see (no hidden temporary ones)."""
-    return sorted(p.parent for p in out.rglob("*.wav")
-                  if not any(part.startswith(".") for part in p.relative_to(out).parts))
+    return sorted({p.parent for p in out.rglob(f"*.{ext}")
+                   if not any(part.startswith(".") for part in p.relative_to(out).parts)})
 
 
 def test_library_of_20_with_a_corrupt_file_and_one_done_resumes_and_reruns_idle(tmp_path):
@@ -124,19 +124,24 @@ def _start(lib, out, *extra):
                             stderr=subprocess.PIPE, text=True)
 
 
-def _check_no_partial_output(lib, out, paths):
-    for folder in _visible_outputs(out):
+def _check_no_partial_output(lib, out, paths, ext="wav"):
+    """Every folder a user sees holds every stem, complete; no other entries are visible."""
+    visible = [p for p in out.rglob("*") if p.is_dir() and p.parent == out
+               and not p.name.startswith(".")] if out.exists() else []
+    assert sorted(visible) == _visible_outputs(out, ext)
+    for folder in visible:
         src = next(p for p in paths if _target(lib, out, p) == folder)
-        _assert_complete(folder, sf.info(src).frames)
+        _assert_complete(folder, sf.info(src).frames, ext)
 
 
 def test_ctrl_c_mid_library_keeps_finished_files_and_cleans_the_one_in_flight(tmp_path):
     lib, out = tmp_path / "lib", tmp_path / "out"
-    paths = _library(lib, 8, 20.0)
+    paths = _library(lib, 8, 20.0, nested=False)
     p = _start(lib, out, "--workers", "2")
     try:
         # interrupt while a track is being written: its temporary folder exists
-        caught = _wait_for(lambda: bool(_partials(out)), 240)
+        caught = _wait_for(lambda: bool(_partials(out)) or p.poll() is not None, 240)
+        caught = caught and p.poll() is None
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=120)
     finally:
@@ -159,29 +164,28 @@ def test_ctrl_c_mid_library_keeps_finished_files_and_cleans_the_one_in_flight(tm
 def test_sigkill_mid_write_leaves_no_visible_partial_output_and_a_rerun_completes(tmp_path):
     """A crash (SIGKILL: no handler runs) while a track folder is being written."""
     lib = tmp_path / "lib"
-    paths = _library(lib, 6, 20.0)
-    for attempt in range(4):  # the kill must land inside a write; retry if it did not
+    paths = _library(lib, 6, 30.0, nested=False)
+    for attempt in range(5):  # the kill must land inside a write; retry if it did not
         out = tmp_path / f"out{attempt}"
-        p = _start(lib, out, "--workers", "1")
+        # FLAC: encoding makes the write phase long enough to land in
+        p = _start(lib, out, "--workers", "1", "--format", "flac")
         try:
-            caught = _wait_for(lambda: bool(_partials(out)), 240)
+            _wait_for(lambda: bool(_partials(out)) or p.poll() is not None, 240)
             p.kill()
             p.communicate(timeout=60)
         finally:
             if p.poll() is None:
                 p.kill()
-        if caught and _partials(out):
+        if _partials(out):
             break
     else:
         raise AssertionError("never caught the run inside a write")
-    _check_no_partial_output(lib, out, paths)  # every visible folder is complete
-    stale = _partials(out)
-    assert stale  # the crashed process's hidden temporary folder
-    proc = run_cli("separate", lib, "-o", out)
+    _check_no_partial_output(lib, out, paths, "flac")  # every visible folder is complete
+    proc = run_cli("separate", lib, "-o", out, "--format", "flac")
     assert proc.returncode == 0, proc.stderr
     assert not _partials(out), "the rerun did not remove the dead process's temporary folder"
-    assert len(_visible_outputs(out)) == len(paths)
-    _check_no_partial_output(lib, out, paths)
+    assert len(_visible_outputs(out, "flac")) == len(paths)
+    _check_no_partial_output(lib, out, paths, "flac")
 
 
 def test_folder_without_audio_and_duplicate_track_names_are_clear_errors(tmp_path):
