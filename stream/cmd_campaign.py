@@ -22,9 +22,12 @@ def add_parser(sub) -> None:
         "learning curve, the best weights: commit it). On a new machine the run resumes from "
         "that folder. Run from the repository root. Working files go to runs/ (git-ignored).",
     )
-    p.add_argument("action", choices=["run", "save", "status"],
+    p.add_argument("action", choices=["run", "save", "status", "report"],
                    help="run: data + restore + train + save; save: write campaign/NAME/ from "
-                        "runs/NAME/ now; status: steps, best validation, where things are")
+                        "runs/NAME/ now; status: steps, best validation, where things are; "
+                        "report: the quality tables of docs/MODEL.md (eval on 6.Caesium and "
+                        "the stem clips of ../shared/data/real, baselines, acceptance checks, "
+                        "shift consistency), written there and to docs/quality.json")
     p.add_argument("--recipe", default="rt-small", choices=list(RECIPES),
                    help="which campaign (default rt-small)")
     p.add_argument("--minutes", type=float, default=None, metavar="M",
@@ -43,6 +46,10 @@ def add_parser(sub) -> None:
                         "repository)")
     p.add_argument("--root", default=".", metavar="DIR",
                    help="repository root holding campaign/ and runs/ (default: .)")
+    p.add_argument("--models", default=None, metavar="A,B",
+                   help="report: models to score (default: the default model and rt-tiny)")
+    p.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                   help="report: only the first S seconds of each song (faster, less exact)")
     p.add_argument("--no-save", action="store_true",
                    help="run: do not write campaign/NAME/ at the end")
 
@@ -90,6 +97,22 @@ def _status(paths) -> int:
     return 0
 
 
+def _report(args, root: Path) -> int:
+    from livestems.model.registry import default_model
+
+    from .quality_report import run_report, to_markdown, write_report
+
+    models = ([m.strip() for m in args.models.split(",") if m.strip()] if args.models else
+              list(dict.fromkeys([default_model(), "rt-tiny"])))
+    shared = (Path(args.real).resolve().parent.parent if args.real
+              else root.resolve().parent / "shared")
+    result = run_report(models, shared, max_seconds=args.max_seconds,
+                        log=lambda m: print(m, file=sys.stderr))
+    write_report(result, root / "docs")
+    print(to_markdown(result))
+    return 0
+
+
 def run(args) -> int:
     from livestems.model.campaign import RECIPES, CampaignError, CampaignPaths, restore, save, \
         train_config
@@ -101,6 +124,8 @@ def run(args) -> int:
     try:
         if args.action == "status":
             return _status(paths)
+        if args.action == "report":
+            return _report(args, root)
         if args.action == "save":
             save(paths, log=log)
             return 0
