@@ -79,7 +79,7 @@ def cached_pcm(path: Path, sample_rate: int) -> Path:
     import soxr
 
     st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{sample_rate}"
+    key = hashlib.sha256(f"v2|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{sample_rate}"
                          .encode()).hexdigest()[:20]
     out = cache_dir() / f"{path.stem}-{key}.wav"
     if out.is_file():
@@ -87,6 +87,9 @@ def cached_pcm(path: Path, sample_rate: int) -> Path:
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     if rate != sample_rate:
         data = soxr.resample(data, rate, sample_rate, quality="HQ").astype(np.float32)
+    # an Opus decoder renders digital silence as ~1e-34 (below -600 dBFS): make it the zeros it
+    # was, so a silent stem (a song without bass) counts as silent in validation and eval
+    data[np.abs(data) < 1e-20] = 0.0
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + f".part{os.getpid()}")
     try:

@@ -98,3 +98,14 @@ def test_track_weights_set_each_sets_share_of_the_draws(tmp_path, cache):
     assert np.mean(loud) == pytest.approx(0.8, abs=0.05)
     with pytest.raises(ValueError, match="track_weights must be 2 non-negative"):
         AugmentedStems(real + synth, 100, track_weights=[1.0])
+
+
+def test_a_silent_opus_stem_reads_as_digital_silence(tmp_path, cache):
+    """A song without bass: its bass.opus decodes to ~1e-34, not zeros. Cached as zeros, it
+    counts as silent, so validation and eval leave bass out instead of scoring -90 dB."""
+    folder = write_opus_track(tmp_path / "real" / "song")
+    sf.write(folder / "bass.opus", np.zeros((int(1.5 * RATE_IN), 2)), RATE_IN, format="OGG",
+             subtype="OPUS")
+    tr = scan_musdb(tmp_path / "real", sample_rate=RATE).tracks[0]
+    bass = sf.read(tr.files["bass"])[0]
+    assert not np.any(bass)
