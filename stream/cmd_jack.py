@@ -95,7 +95,7 @@ def add_safety_option(p) -> None:
                         "before a deadline miss (a miss plays the dry input for a moment). "
                         "Default auto: chosen at start-up from the per-hop compute time "
                         "measured on this machine (up to 512 warm-up hops in 1 s): max(0, "
-                        "max(4 x p99, 3 x slowest) - one host block), in whole ms, printed, and fixed while running so the "
+                        "max(4 x p99, 3 x second slowest) - one host block), in whole ms, printed, and fixed while running so the "
                         "published latency stays true. A quiet fast machine gets 0; a busy "
                         "or slow one more latency and no misses. A number sets it: 0 for the "
                         "lowest latency, more if misses remain (docs/LIVE.md)")

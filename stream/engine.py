@@ -80,24 +80,24 @@ AUTO_WARMUP_HOPS = 512  # hops timed at configuration for safety_ms="auto", at m
 AUTO_WARMUP_MAX_S = 1.0  # ...for about this long (at least 32 hops)
 AUTO_WARMUP_REST_S = 1e-3  # sleep between timed hops, as the live worker waits for input
 AUTO_HEADROOM = 4.0  # the worker's budget: this many times the warm-up p99 per-hop time...
-AUTO_STALL_HEADROOM = 3.0  # ...and this many times the slowest warm-up hop
+AUTO_STALL_HEADROOM = 3.0  # ...and this many times the second slowest warm-up hop
 
 
-def auto_safety_ms(hop_p99_ms: float, hop_max_ms: float, block_ms: float) -> float:
+def auto_safety_ms(hop_p99_ms: float, hop_max2_ms: float, block_ms: float) -> float:
     """The safety margin (ms) chosen at start-up for ``safety_ms="auto"``.
 
     The worker has one host block (``block_ms``) plus the margin to finish each hop. The
-    rule gives it the larger of 4 times the 99th percentile and 3 times the maximum of the
-    per-hop compute times measured at configuration (wall time, hops 1 ms apart on the
+    rule gives it the larger of 4 times the 99th percentile and 3 times the second largest of
+    the per-hop compute times measured at configuration (wall time, hops 1 ms apart on the
     worker's torch threads, so a machine that is busy at start-up measures slower)::
 
-        safety = max(0, max(4 * p99, 3 * max) - block)   rounded up to whole ms, <= 500
+        safety = max(0, max(4 * p99, 3 * second slowest) - block)   whole ms up, <= 500
 
     The factors cover what a one-second warm-up cannot see: a hop descheduled more than
     once in a row, other work starting later. Measured on the shared 2-core VM (docs/LIVE.md):
     warm-up p99 1.5 to 5.6 ms for rt-tiny; a quiet fast machine gets 0.
     """
-    need = max(AUTO_HEADROOM * float(hop_p99_ms), AUTO_STALL_HEADROOM * float(hop_max_ms))
+    need = max(AUTO_HEADROOM * float(hop_p99_ms), AUTO_STALL_HEADROOM * float(hop_max2_ms))
     return float(min(SAFETY_MS_MAX, max(0.0, math.ceil(need - float(block_ms)))))
 
 
@@ -125,8 +125,8 @@ def safety_line(engine) -> str:
         return f"safety margin: {ms:g} ms (--safety-ms)"
     w = engine.warmup_hop_ms
     return (f"safety margin: {ms:g} ms, chosen at start-up: per-hop compute over "
-            f"{w['hops']} warm-up hops p50 {w['p50']:.2f}, p99 {w['p99']:.2f}, max {w['max']:.2f} "
-            f"ms; rule max(0, max({AUTO_HEADROOM:g} x p99, {AUTO_STALL_HEADROOM:g} x max) - block "
+            f"{w['hops']} warm-up hops p50 {w['p50']:.2f}, p99 {w['p99']:.2f}, 2nd slowest {w['max2']:.2f} "
+            f"ms; rule max(0, max({AUTO_HEADROOM:g} x p99, {AUTO_STALL_HEADROOM:g} x 2nd slowest) - block "
             f"{1e3 * engine.block_size / engine.sample_rate:.1f} ms); fixed while running "
             f"(--safety-ms MS to choose)")
 
@@ -284,7 +284,7 @@ class Engine:
         if self.safety_auto:
             self.warmup_hop_ms = self._time_hops(AUTO_WARMUP_HOPS)
             w = self.warmup_hop_ms
-            safety_ms = auto_safety_ms(w["p99"], w["max"], 1e3 * self.block_size / self.sample_rate)
+            safety_ms = auto_safety_ms(w["p99"], w["max2"], 1e3 * self.block_size / self.sample_rate)
         self.safety_ms = float(safety_ms)
         self.safety_samples = int(round(self.safety_ms * 1e-3 * self.sample_rate))
 
@@ -352,7 +352,7 @@ class Engine:
                 break
         t = t[2:hops + 2] * 1000.0
         out = {q: float(np.percentile(t, v)) for q, v in (("p50", 50), ("p90", 90), ("p99", 99))}
-        out.update(max=float(t.max()), hops=int(hops))
+        out.update(max=float(t.max()), max2=float(np.sort(t)[-2]), hops=int(hops))
         return out
 
     def _setup_low_delay(self, m_max: int, lag: int) -> None:

@@ -233,7 +233,7 @@ class JackHost:
         self.separator = separator
         self.resample_quality = resample_quality
         self.crossfade_ms = crossfade_ms
-        self.safety_ms = safety_ms  # ms, or "auto" (measured anew for each engine built)
+        self.safety_ms = safety_ms  # ms, or "auto": measured by the first engine, then kept
         self.client = _open_client(name, servername)
         self.name = self.client.name
         self.servername = servername
@@ -303,6 +303,8 @@ class JackHost:
             np.zeros((s, 2, blocksize), np.float32),
             np.zeros((1, 2, blocksize), np.float32),
         )
+        if self.safety_ms == "auto":  # measured once; later engines keep the same margin
+            self.safety_ms = eng.safety_ms
         eng._clock = FrameClock(_MAX_GAP_BLOCKS * blocksize)  # JACK time -> engine stream
         # one block through every path now, so no first-call cost lands on the audio thread
         inbuf, mix, stems, buses = eng._cb

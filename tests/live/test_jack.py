@@ -112,7 +112,8 @@ def test_stems_equal_livestems_separate_at_44k(jackd_44k, tmp_path):
     want["mix"] = want["vocals"] + want["accompaniment"]
     want["karaoke"] = want["accompaniment"]
 
-    proc, stats = _start_livestems(jackd_44k, tmp_path)
+    # --safety-ms 0: the geometry alone (the default margin is measured at start-up)
+    proc, stats = _start_livestems(jackd_44k, tmp_path, "--safety-ms", "0")
     try:
         lat = lsp_capture_latency(jackd_44k.name, f"{CLIENT}:vocals_L")
         assert lat[0] == lat[1] == 256 + 256 + 256  # center: model 256 + hop + period
