@@ -313,7 +313,8 @@ def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs",
     compute throughput: the audio over the span from the first worker's compute start to the
     last one's end). The peers run their own offline separation on the
     same audio in memory, on the same torch threads. Returns ``{"seconds", "threads", "rows",
-    "machine", "reference_ms"}``.
+    "machine", "reference_ms", "loadavg_1min"}`` (the 1-minute load average before and after:
+    on a shared machine it says how much else was running).
     """
     import tempfile
     from pathlib import Path
@@ -329,6 +330,7 @@ def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs",
     rows = []
     song = make_demo_song(seconds=seconds, sample_rate=44100, seed=1)
     cores = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]  # other work on the machine slows every row alike
     ref = reference_ms()
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "song.wav"
@@ -364,4 +366,4 @@ def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs",
             rows.append({"model": key, "kind": label, "params": int(params), "wall_s": wall,
                          "throughput": seconds / wall, "compute_x": seconds / wall})
     return {"seconds": seconds, "threads": _threads(), "rows": rows, "machine": machine_info(),
-            "reference_ms": ref}
+            "reference_ms": ref, "loadavg_1min": [load_before, os.getloadavg()[0]]}

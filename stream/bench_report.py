@@ -136,7 +136,9 @@ def write_offline_section(out: str | Path = "docs", *, seconds: float = 60.0, sa
     offline = bench_offline(list(OFFLINE_MODELS), seconds=seconds, progress=say)
     m = machine_info()
     lines = _offline_lines(offline, _throughput_plot(out, offline))
-    lines[0] += f" [measured {started} on {m['cpu']}, {m['cores']} cores]"
+    la = offline["loadavg_1min"]
+    lines[0] += (f" [measured {started} on {m['cpu']}, {m['cores']} cores, 1-minute load "
+                 f"average {la[0]:.1f} before, {la[1]:.1f} after]")
     a = text.index(head)
     nxt = text.find("\n## ", a + len(head))
     text = text[:a] + "\n".join(lines) + "\n" + (text[nxt + 1:] if nxt >= 0 else "")

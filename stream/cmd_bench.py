@@ -172,7 +172,8 @@ def offline_table(res: dict) -> str:
                  f"machine: "
                  f"{res['machine']['cpu']}, {res['machine']['cores']} cores; times in s, "
                  "x = audio seconds per wall second; wall = decode + compute + write, "
-                 "+load adds the model load")
+                 "+load adds the model load; 1-minute load average "
+                 + "{:.1f} before, {:.1f} after".format(*res.get("loadavg_1min", (0, 0))))
     return "\n".join(lines)
 
 

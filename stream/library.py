@@ -259,9 +259,10 @@ def _duration_s(path: str) -> float | None:
 
 
 def _hms(seconds: float) -> str:
+    """h:mm:ss (never negative)."""
     seconds = max(0, int(round(seconds)))
     h, rest = divmod(seconds, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 class _Bar:
@@ -276,21 +277,32 @@ class _Bar:
         self.t0 = time.perf_counter()
         self.bar = None
         if enabled and n_files:
+            import shutil
+
             from tqdm import tqdm
 
-            self.bar = tqdm(total=n_files, file=sys.stderr, dynamic_ncols=True, leave=False,
-                            bar_format="{desc}|{bar}| {postfix}")
-            self._draw()
+            # a terminal that reports no size (0 x 0: some ptys) gets 120 x 24: tqdm would
+            # draw an empty line there
+            try:
+                size = os.get_terminal_size(sys.stderr.fileno())
+            except OSError:
+                size = shutil.get_terminal_size((120, 24))
+            cols, rows = size.columns or 120, size.lines or 24
+            self.bar = tqdm(total=n_files, file=sys.stderr, ncols=cols, nrows=rows,
+                            leave=False, desc=f"0/{n_files} files",
+                            unit=self._text(), bar_format="{desc} |{bar}| {unit}")
 
-    def _draw(self):
+    def _text(self) -> str:
         el = time.perf_counter() - self.t0
         speed = self.done_audio / el if el > 0 and self.done_audio else 0.0
         left = max(self.total - self.done_audio, 0.0)
         eta = _hms(left / speed) if speed else "?"
+        return (f"{_hms(self.done_audio)}/{_hms(self.total)} of audio, "
+                f"{speed:.1f}x real time, {_hms(el)} elapsed, {eta} left")
+
+    def _draw(self):
         self.bar.set_description_str(f"{self.done_files}/{self.n} files", refresh=False)
-        self.bar.set_postfix_str(
-            f"{self.done_audio / 3600:.2f}/{self.total / 3600:.2f} h audio, "
-            f"{speed:.1f}x real time, {_hms(el)} elapsed, {eta} left", refresh=False)
+        self.bar.unit = self._text()
         self.bar.refresh()
 
     def advance(self, audio_s: float):

@@ -201,3 +201,47 @@ def test_folder_without_audio_and_duplicate_track_names_are_clear_errors(tmp_pat
     assert f"error: {empty}: no audio files found" in proc.stderr
     assert f"error: {b}: would write the same output as {a}" in proc.stderr
     assert "summary: 1 done, 0 skipped (already complete), 2 failed" in proc.stdout
+
+
+def test_progress_bar_on_a_terminal_shows_files_hours_speed_and_time_left(tmp_path):
+    """The library's one bar, drawn when stderr is a terminal (a pseudo-terminal here): no
+    tqdm warning, no negative time (the old per-file bar printed both)."""
+    import pty
+
+    lib, out = tmp_path / "lib", tmp_path / "out"
+    _library(lib, 4, 2.0, nested=False)
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # rows, cols
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "livestems.stream", "separate", str(lib),
+                              "-o", str(out), "--workers", "1"], stdout=subprocess.PIPE,
+                             stderr=slave, text=True)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        stdout, _ = p.communicate(timeout=300)
+    finally:
+        os.close(master)
+    err = b"".join(chunks).decode(errors="replace")
+    assert p.returncode == 0, err
+    assert "Warning" not in err and "Traceback" not in err, err
+    assert "0/4 files" in err and "3/4 files" in err, err
+    assert "0:00:00/0:00:08 of audio" in err and "x real time" in err, err
+    # time left is h:mm:ss or ?, never negative
+    import re
+
+    lefts = re.findall(r"elapsed, (\S+) left", err)
+    assert lefts and all(t == "?" or re.fullmatch(r"\d+:\d\d:\d\d", t) for t in lefts), lefts
+    assert "?" in lefts and any(t != "?" for t in lefts), lefts
+    assert "summary: 4 done" in stdout
