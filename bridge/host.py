@@ -238,9 +238,9 @@ def _configure(ffi, lib, h) -> BridgeEngine:
     channels = int(lib.ls__cfg_channels(h))
     # "replace": bytes that are not UTF-8 are a bad quality (ERR_CONFIG), not a Python error
     quality = ffi.string(lib.ls__cfg_quality(h)).decode("utf-8", "replace")
-    if quality not in ("HQ", "LQ", "VHQ", "MQ", "QQ"):
-        raise _CreateError(ERR_CONFIG, f"resample_quality must be HQ, LQ, VHQ, MQ or QQ, "
-                                       f"got {quality!r}")
+    if quality not in ("HQ", "LQ", "VHQ", "MQ", "QQ", "LD"):
+        raise _CreateError(ERR_CONFIG, f"resample_quality must be HQ, LQ, VHQ, MQ, QQ or LD "
+                                       f"(low delay), got {quality!r}")
     try:
         sep = load_separator(model)
     except (ModelError, OSError, ValueError) as exc:

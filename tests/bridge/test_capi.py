@@ -99,7 +99,8 @@ def test_48k_host_resamples_like_the_engine(harness, reference, tmp_path):
     x = soxr.resample(reference.mixture.T, 44100, 48000).T.astype(np.float32)
     y, info = _run_file(harness, tmp_path, x, "--block", "256", "--rate", "48000")
     sep = load_separator(None)
-    eng = Engine(sep, block_size=256, io_rate=48000, buses=karaoke_buses(sep.sources))
+    eng = Engine(sep, block_size=256, io_rate=48000, buses=karaoke_buses(sep.sources),
+                 resample_quality="HQ")  # the C API's default recipe
     assert info["latency_samples"] == eng.latency_samples
     mix, stems = play_through(eng, x)
     want = [stems[0, 0], stems[0, 1], stems[1, 0], stems[1, 1], mix[0], mix[1],

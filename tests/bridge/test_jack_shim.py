@@ -137,7 +137,8 @@ def test_48k_server_resamples_and_impulse_lands_on_the_latency(shim, jackd_48k, 
     x = np.zeros((2, offset + song.shape[1]), np.float32)
     x[:, offset:] = song
     sep = load_separator(None)
-    eng = Engine(sep, block_size=256, io_rate=48000, buses=karaoke_buses(sep.sources))
+    eng = Engine(sep, block_size=256, io_rate=48000, buses=karaoke_buses(sep.sources),
+                 resample_quality="HQ")  # the C API's default recipe
     assert eng.latency_samples == lat
     mix, stems = play_through(eng, x)
     want = {"vocals": stems[0, :, offset:], "accompaniment": stems[1, :, offset:],
