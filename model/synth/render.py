@@ -28,6 +28,7 @@ from ..demo_song import _active_rms, _convolve_sends, _noise, _reverb_ir
 from . import mix
 from .compose import chord_name, compose
 from .fluid import get_renderer
+from .singers import VoicePool, sing_lead
 from .voice import sing_phrase
 
 __all__ = ["SOURCES", "SynthSong", "render_song"]
@@ -124,7 +125,8 @@ def _strip(rng: np.random.Generator, role: str, x: np.ndarray, sr: int, bpm: flo
 
 
 def render_song(seed: int, seconds: float = 10.0, sample_rate: int = 44100,
-                style: str | None = None, soundfont: str | None = None) -> SynthSong:
+                style: str | None = None, soundfont: str | None = None,
+                voices: VoicePool | None = None) -> SynthSong:
     """Compose, play and mix a song from ``seed``.
 
     Args:
@@ -133,6 +135,8 @@ def render_song(seed: int, seconds: float = 10.0, sample_rate: int = 44100,
         sample_rate: Hz (22050 .. 96000; 44100 is the model rate).
         style: force a style (see :data:`.compose.STYLES`); None draws one from the seed.
         soundfont: General MIDI .sf2 (default: FluidR3_GM from Debian's fluid-soundfont-gm).
+        voices: the singers to draw from (:class:`.singers.VoicePool`); None sings with
+            espeak-ng as the first renderer did, so seeds keep their audio.
 
     Returns:
         :class:`SynthSong` whose mixture peaks between -1 and -4 dBFS.
@@ -144,8 +148,9 @@ def render_song(seed: int, seconds: float = 10.0, sample_rate: int = 44100,
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     sr = int(sample_rate)
-    comp_rng, voice_rng, mix_rng, rev_rng = (np.random.default_rng(s)
-                                             for s in np.random.SeedSequence(seed).spawn(4))
+    # a fifth stream picks the singer of a voice pool; the first four are as they always were
+    comp_rng, voice_rng, mix_rng, rev_rng, pick_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5))
     song = compose(comp_rng, seconds, style)
     n_all = int(math.ceil(song.render_seconds * sr))
     synth = get_renderer(soundfont, sr)
@@ -158,9 +163,15 @@ def render_song(seed: int, seconds: float = 10.0, sample_rate: int = 44100,
         audio = synth.render(part.notes, part.program, n_all, drums=part.drums,
                              controls=part.controls).astype(np.float64)
         tracks.append((part.stem, part.role, audio))
+    singer_info = {"voice": song.singer.voice,
+                   "formant_shift": round(song.singer.formant_shift, 3),
+                   "breathiness": round(song.singer.breathiness, 3)}
+    if voices is not None:
+        vocal_tracks, singer_info = sing_lead(song, voices, pick_rng, voice_rng, sr, n_all)
+        tracks += vocal_tracks
     for phrases, singer, role in ((song.vocal_phrases, song.singer, "vocals"),
                                   (song.harmony_phrases, song.harmony_singer, "harmony")):
-        if not phrases:
+        if not phrases or voices is not None:
             continue
         buf = np.zeros(n_all)
         for notes in phrases:
@@ -264,13 +275,14 @@ def render_song(seed: int, seconds: float = 10.0, sample_rate: int = 44100,
         "bar_seconds": round(bar_s, 4), "sections": sections, "chords_per_bar": chords,
         "parts": [{"name": p.name, "stem": p.stem, "program": p.program, "drum_kit": p.drums,
                    "role": p.role, "notes": len(p.notes)} for p in song.parts],
-        "singer": {"voice": song.singer.voice, "formant_shift": round(song.singer.formant_shift, 3),
-                   "breathiness": round(song.singer.breathiness, 3)},
+        "singer": singer_info,
         "vocal_phrases": len(song.vocal_phrases), "harmony_phrases": len(song.harmony_phrases),
         "lyrics": " / ".join(" ".join(nt.word for nt in ph) for ph in song.vocal_phrases),
         "mix": placements, "room_rt60_s": round(room_rt, 2), "plate_rt60_s": round(plate_rt, 2),
         "silent_stems": silent, "soundfont": str(synth.soundfont),
     }
+    if voices is not None:
+        info["voice_pool"] = voices.describe()
     return SynthSong(out, mixture, sr, int(seed), info)
 
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
-__all__ = ["LYRIC_WORDS", "SungNote", "Singer", "VoiceError", "say", "sing_phrase"]
+__all__ = ["LYRIC_WORDS", "SungNote", "Singer", "VoiceError", "say", "sing_phrase",
+           "warp_envelope"]
 
 FRAME_MS = 5.0
 
@@ -61,6 +62,7 @@ class Singer:
     vibrato_hz: float = 5.5
     vibrato_st: float = 0.35
     scoop_st: float = 0.7
+    engine: str = "espeak"  # who says the words: see .speakers.ENGINES (voice is its name)
 
 
 @dataclass(frozen=True)
@@ -124,12 +126,18 @@ def _pyworld():
 
 
 @functools.lru_cache(maxsize=1024)
-def _analyse(word: str, voice: str) -> _Word:
-    """WORLD parameters of ``word`` spoken by ``voice``, at espeak's rate (22050 Hz)."""
+def _analyse(word: str, voice: str, engine: str = "espeak") -> _Word:
+    """WORLD parameters of ``word`` spoken by ``voice`` of ``engine``, at the engine's rate
+    (22050 Hz for espeak-ng, 16000-44100 Hz for the others: see :func:`.speakers.speak`)."""
     pw = _pyworld()
-    x, sr = say(word, voice, 110)
+    if engine == "espeak":
+        x, sr = say(word, voice, 110)
+    else:
+        from .speakers import speak, voice_by_key
+
+        x, sr = speak(voice_by_key(f"{engine}:{voice}"), word)
     if x.size == 0:
-        raise VoiceError(f"espeak-ng produced no audio for {word!r} with voice {voice!r}")
+        raise VoiceError(f"{engine} produced no audio for {word!r} with voice {voice!r}")
     # trim the silence espeak puts around a word (keep 20 ms)
     env = np.convolve(np.abs(x), np.ones(64) / 64, mode="same")
     loud = np.flatnonzero(env > env.max() * 10 ** (-45 / 20))
@@ -157,6 +165,18 @@ def _analyse(word: str, voice: str) -> _Word:
                  int(sr))
 
 
+def warp_envelope(sp: np.ndarray, factor: float) -> np.ndarray:
+    """Move the formants of WORLD spectral envelopes ``sp`` ``[frames, bins]`` up by
+    ``factor`` in frequency (>1 a smaller, brighter vocal tract; <1 a larger, darker one):
+    bin k takes the envelope at k / factor, interpolated linearly."""
+    bins = sp.shape[1]
+    src_bin = np.arange(bins) / factor
+    i0 = np.clip(np.floor(src_bin).astype(int), 0, bins - 1)
+    i1 = np.clip(i0 + 1, 0, bins - 1)
+    frac = np.clip(src_bin - i0, 0.0, 1.0)
+    return sp[:, i0] * (1 - frac) + sp[:, i1] * frac
+
+
 def _hann_smooth(x: np.ndarray, width: int) -> np.ndarray:
     if width < 3:
         return x
@@ -181,7 +201,7 @@ def sing_phrase(notes: list[SungNote], singer: Singer, rng: np.random.Generator,
     if not notes:
         raise ValueError("sing_phrase needs at least one note")
     fp = FRAME_MS / 1000.0
-    words = [_analyse(nt.word, singer.voice) for nt in notes]
+    words = [_analyse(nt.word, singer.voice, singer.engine) for nt in notes]
     world_sr = words[0].sample_rate
     lead = 0.25  # seconds of room before the first note for its consonant
     t0 = notes[0].start_s - lead
@@ -249,11 +269,7 @@ def sing_phrase(notes: list[SungNote], singer: Singer, rng: np.random.Generator,
     # timbre: formant shift (warp the envelope), breathiness (aperiodicity above 2 kHz)
     freqs = np.arange(bins) * (world_sr / 2.0) / (bins - 1)
     if abs(singer.formant_shift - 1.0) > 1e-3:
-        src_bin = np.arange(bins) / singer.formant_shift
-        i0 = np.clip(np.floor(src_bin).astype(int), 0, bins - 1)
-        i1 = np.clip(i0 + 1, 0, bins - 1)
-        frac = np.clip(src_bin - i0, 0.0, 1.0)
-        sp = sp[:, i0] * (1 - frac) + sp[:, i1] * frac
+        sp = warp_envelope(sp, singer.formant_shift)
     breath = singer.breathiness * np.clip((freqs - 2000.0) / 4000.0, 0.0, 1.0)
     ap = ap + (1.0 - ap) * breath[None]
     # shimmer: small slow loudness wobble, part of what makes a held note sound alive
