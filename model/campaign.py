@@ -26,6 +26,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .ship import strip_paths as _strip_paths
+
 __all__ = ["Recipe", "RECIPES", "CampaignError", "CampaignPaths", "restore", "save",
            "plot_curve", "train_config"]
 
@@ -107,6 +109,22 @@ def train_config(paths: CampaignPaths, real: Path, *, minutes: float | None, thr
                        stop_after_steps=stop_after_steps, **r.options, **r.cadence)
 
 
+#: the run folder's files a campaign folder keeps (beside the checkpoint)
+_RUN_FILES = ("train.json", "log.jsonl", "best.json", "best.safetensors")
+
+
+def _staging(tmp: Path, checkpoint: Path, as_name: str, files_from: Path) -> Path:
+    """A fresh folder ``tmp`` holding a copy of ``checkpoint`` (as ``as_name``) and of the
+    :data:`_RUN_FILES` that ``files_from`` has: what is then moved into place."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copytree(checkpoint, tmp / as_name)
+    for name in _RUN_FILES:
+        if (files_from / name).is_file():
+            shutil.copyfile(files_from / name, tmp / name)
+    return tmp
+
+
 def _checkpoints(run: Path) -> list[Path]:
     from .train import list_checkpoints
 
@@ -123,15 +141,9 @@ def restore(paths: CampaignPaths, log=print) -> int | None:
         return None
     step = int(json.loads((resume / "state.json").read_text())["step"])
     dst = run / "checkpoints" / f"step-{step:08d}"
-    tmp = run / f".restore-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copytree(resume, tmp / "ckpt")
-    for name in ("train.json", "log.jsonl", "best.json", "best.safetensors"):
-        if (camp / name).is_file():
-            shutil.copyfile(camp / name, tmp / name)
+    tmp = _staging(run / f".restore-{os.getpid()}", resume, "ckpt", camp)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    for name in ("train.json", "log.jsonl", "best.json", "best.safetensors"):
+    for name in _RUN_FILES:
         if (tmp / name).is_file():
             os.replace(tmp / name, run / name)
     os.replace(tmp / "ckpt", dst)  # last: its presence means the rest is in place
@@ -149,14 +161,7 @@ def save(paths: CampaignPaths, log=print) -> Path:
     if not ckpts:
         raise CampaignError(f"{run}: no checkpoint to save; expected {run}/checkpoints/step-*. "
                             "Fix: run the campaign first (livestems campaign run)")
-    newest = ckpts[-1]
-    tmp = camp.with_name(f".{camp.name}.new-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copytree(newest, tmp / "resume")
-    for name in ("train.json", "log.jsonl", "best.json", "best.safetensors"):
-        if (run / name).is_file():
-            shutil.copyfile(run / name, tmp / name)
+    tmp = _staging(camp.with_name(f".{camp.name}.new-{os.getpid()}"), ckpts[-1], "resume", run)
     if (tmp / "best.json").is_file():  # name this machine's folders by their last part only
         cfg = json.loads((tmp / "best.json").read_text())
         cfg["provenance"] = _strip_paths(cfg.get("provenance", {}))
@@ -174,16 +179,6 @@ def save(paths: CampaignPaths, log=print) -> Path:
     step = int(json.loads((camp / "resume" / "state.json").read_text())["step"])
     log(f"saved {camp} (step {step})")
     return camp
-
-
-def _strip_paths(value):
-    if isinstance(value, dict):
-        return {k: _strip_paths(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strip_paths(v) for v in value]
-    if isinstance(value, str) and value.startswith("/"):
-        return ", ".join(Path(p.strip()).name for p in value.split(","))
-    return value
 
 
 def read_log(path: Path) -> tuple[list[tuple[int, float]], list[dict]]:

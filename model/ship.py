@@ -23,13 +23,15 @@ from .checkpoint import load_model, read_config
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
-def _strip_paths(value):
+def strip_paths(value):
+    """``value`` (JSON-like) with every absolute path, or comma-separated list of them, cut to
+    the last component of each."""
     if isinstance(value, dict):
-        return {k: _strip_paths(v) for k, v in value.items()}
+        return {k: strip_paths(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_strip_paths(v) for v in value]
+        return [strip_paths(v) for v in value]
     if isinstance(value, str) and value.startswith("/"):
-        return Path(value).name
+        return ", ".join(Path(p.strip()).name for p in value.split(","))
     return value
 
 
@@ -52,7 +54,7 @@ def ship(src: Path, name: str, evaluations: dict[str, dict], out_dir: Path = WEI
     shutil.copyfile(weights, tmp)
     tmp.replace(dst_weights)
     cfg["weights"] = dst_weights.name
-    prov = _strip_paths(cfg.get("provenance", {}))
+    prov = strip_paths(cfg.get("provenance", {}))
     prov["shipped_as"] = name
     if evaluations:
         prov["evaluation"] = {k: _summary(v) for k, v in evaluations.items()}
