@@ -28,6 +28,13 @@ def add_parser(sub) -> None:
     p.add_argument("--map", default=None, metavar="FILE.toml",
                    help="MIDI mapping for midi_in (default: the generic 4-fader mapping "
                         "shipped with livestems; 'none': no MIDI control). See docs/MIDI.md")
+    p.add_argument("--native", action="store_true",
+                   help="run JACK's process callback in C, through the C API's lock-free "
+                        "rings (bridge/, `make -C bridge` first): a busy Python (the model "
+                        "worker, the garbage collector) can then never make JACK's thread "
+                        "wait. Same ports and latency; midi_in uses the C API's fixed MIDI "
+                        "mapping (channel k = stem k: CC 7 gain, CC 20 mute, CC 21 solo); "
+                        "--map, --key and --view are not available with it (docs/LIVE.md)")
 
 
 def add_jack_arguments(p) -> None:
@@ -112,7 +119,69 @@ def check_safety(args) -> str | None:
 
 
 def run(args) -> int:
+    if getattr(args, "native", False):
+        return serve_native(args)
     return serve(args)
+
+
+def serve_native(args) -> int:
+    """`livestems jack --native`: :class:`~.backends.jack_native.NativeJackHost`."""
+    from livestems.dsp.warmup import warmup
+
+    from .backends.common import write_stats_json
+    from .backends.jack_native import NativeJackHost
+
+    refused = [o for o, on in (("--key", args.key is not None), ("--view", args.view),
+                               ("--map", args.map not in (None, "none")),
+                               ("--rt-priority", bool(args.rt_priority))) if on]
+    if refused:
+        print(f"error: {', '.join(refused)} cannot be used with --native (the C callback "
+              f"path has no Python in it); drop them or drop --native", file=sys.stderr)
+        return 2
+    if args.seconds is not None and args.seconds <= 0:
+        print(f"error: --seconds must be > 0, got {args.seconds}", file=sys.stderr)
+        return 2
+    if (msg := check_safety(args)) is not None:
+        print(msg, file=sys.stderr)
+        return 2
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    warmup()
+    host = NativeJackHost(args.model, name=args.name, servername=args.server,
+                          resample_quality=args.resample_quality, safety_ms=args.safety_ms)
+    try:
+        host.activate()
+        if args.connect:
+            for a, b in host.connect_input(args.connect):
+                print(f"connected {a} -> {b}")
+        if args.output:
+            for a, b in host.connect_output(args.output):
+                print(f"connected {a} -> {b}")
+        st = host.stats()
+        print(f"livestems jack --native: client {host.name} at {int(st['sample_rate'])} Hz, "
+              f"{host.block_size}-frame periods; model {st['model_rate']} Hz, stems "
+              f"{', '.join(host.sources)}; process callback in C (no GIL)")
+        print(f"latency {host.latency_samples} samples = "
+              f"{1000 * host.latency_samples / st['sample_rate']:.2f} ms (published on the "
+              f"output ports; safety margin {host.safety_ms:g} ms"
+              + (", chosen at start-up from the per-hop compute time" if host.warmup_hop_ms
+                 else "") + ")")
+        print("ports: " + " ".join(p.name for p in host.inports + host.outports)
+              + f" {host.midi_in.name}", flush=True)
+        try:
+            host.run(args.seconds)
+        except KeyboardInterrupt:
+            pass
+    finally:
+        st = host.stats()
+        host.close()
+        if args.stats:
+            write_stats_json(args.stats, st)
+    print(f"done: {st['hops_processed']} hops, {st['deadline_misses']} deadline misses, "
+          f"{st['xruns']} xruns, {st['cycles']} cycles in C"
+          + ("; model error" if st["worker_error"] else ""))
+    return 0
 
 
 def serve(args, *, midi_feedback: bool = False) -> int:

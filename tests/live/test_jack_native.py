@@ -1,0 +1,131 @@
+"""`livestems jack --native`: the process callback in C (bridge/ C API), on real JACK servers.
+
+Needs bridge/build/liblivestems.so (`make -C bridge`; tests/bridge builds it too)."""
+
+import ctypes
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from jackio import error_db, lsp_capture_latency
+from test_jack import PORTS, _record_song, _start_livestems, _stop
+
+from livestems.model.demo_song import make_demo_song
+from livestems.model.registry import load_separator
+from livestems.stream.backends.jack import JackHost
+from livestems.stream.backends.jack_native import NativeJackHost, library_path
+
+HOLD_S = 0.3  # < jackd's 500 ms client timeout
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bridge_built():
+    if not library_path().exists():
+        r = subprocess.run(["make", "-C", str(library_path().parents[1])],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _hold_the_gil(seconds):
+    """Block this thread for ``seconds`` *holding* the GIL: ctypes.PyDLL does not release it
+    around foreign calls (ctypes.CDLL would)."""
+    ctypes.PyDLL(None).usleep(int(seconds * 1e6))
+
+
+def test_native_stems_equal_livestems_separate_at_44k(jackd_44k, tmp_path):
+    """Same computation as the Python host: every port equals `separate` to -60 dB, at the
+    published latency (model + hop + period, no margin)."""
+    song = make_demo_song(seconds=3.0, sample_rate=44100, seed=5).mixture
+    wav = tmp_path / "song.wav"
+    sf.write(wav, song.T, 44100, subtype="FLOAT")
+    ref = subprocess.run([sys.executable, "-m", "livestems.stream", "separate", str(wav), "-o",
+                          str(tmp_path / "ref"), "-q"], capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    want = {s: sf.read(tmp_path / "ref" / "song" / f"{s}.wav", dtype="float32")[0].T
+            for s in ("vocals", "accompaniment")}
+    want["mix"] = want["vocals"] + want["accompaniment"]
+    want["karaoke"] = want["accompaniment"]
+    proc, stats = _start_livestems(jackd_44k, tmp_path, "--native", "--safety-ms", "0")
+    try:
+        lat = lsp_capture_latency(jackd_44k.name, PORTS[0])
+        assert lat[0] == lat[1] == 256 + 256 + 256  # center: model 256 + hop + period
+        rec, _ = _record_song(jackd_44k, song, lat[0])
+    finally:
+        st, out = _stop(proc, stats)
+    assert "process callback in C (no GIL)" in out
+    assert st["backend"] == "jack-native" and st["latency_samples"] == lat[0]
+    assert st["cycles"] > 0 and st["errors"] == 0 and st["worker_error"] is None
+    n = song.shape[1]
+    for k, port in enumerate(PORTS):
+        stem, side = port.split(":")[1].rsplit("_", 1)
+        err = error_db(rec[k, lat[0]:lat[0] + n], want[stem][0 if side == "L" else 1])
+        print(f"{port}: error {err:.1f} dB")
+        assert err < -60, (port, err, st)
+
+
+def test_native_callback_runs_while_python_holds_the_gil(jackd):
+    """The point of --native: with the GIL held for 0.3 s, JACK keeps calling the C callback
+    (about 56 cycles at 48 kHz / 256), while the Python host's callback cannot run at all."""
+    sep = load_separator("center")
+    py = JackHost(sep, name="lspy", servername=jackd.name)
+    nat = NativeJackHost("center", name="lsnat", servername=jackd.name, safety_ms=0.0)
+    try:
+        py.activate()
+        nat.activate()
+        time.sleep(0.5)
+        lib, state = nat._proc.lib, nat._state
+        py_eng = py.engine
+        c0, q0 = lib.ls_jack_cycles(state), py_eng._q
+        _hold_the_gil(HOLD_S)
+        c1, q1 = lib.ls_jack_cycles(state), py_eng._q
+        native_cycles, python_cycles = c1 - c0, (q1 - q0) // 256
+        print(f"GIL held {HOLD_S} s: native {native_cycles} cycles, Python host "
+              f"{python_cycles} (a period is 5.3 ms: {HOLD_S / (256 / 48000):.0f} expected)")
+        assert native_cycles >= 0.5 * HOLD_S * 48000 / 256
+        assert python_cycles <= 2  # at most one cycle that had started before the hold
+        time.sleep(0.3)
+        assert nat.stats()["cycles"] > c1  # still running
+    finally:
+        nat.close()
+        py.close()
+
+
+def test_native_refuses_python_only_options_and_reports_a_missing_server(jackd, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "livestems.stream", "jack", "--native", "--view",
+                        "--key", "2", "--server", jackd.name, "--seconds", "1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--key, --view cannot be used with --native" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "livestems.stream", "jack", "--native",
+                        "--server", "no-such-server-x", "--seconds", "1", "--safety-ms", "0"],
+                       capture_output=True, text=True)
+    assert r.returncode == 5 and "no JACK server is running" in r.stderr
+
+
+def test_native_follows_a_larger_period(jackd, tmp_path):
+    """The period doubles mid-run: a new engine (a new C API handle) is swapped in without
+    stopping JACK, the published latency grows by the extra 256 frames, and an impulse lands
+    there."""
+    from test_jack import CLIENT
+
+    proc, stats = _start_livestems(jackd, tmp_path, "--native", "--safety-ms", "0")
+    try:
+        before = lsp_capture_latency(jackd.name, f"{CLIENT}:karaoke_L")[0]
+        subprocess.run(["jack_bufsize", "512"], env=jackd.env(), check=True,
+                       capture_output=True)
+        deadline = time.monotonic() + 30
+        after = before
+        while after == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+            after = lsp_capture_latency(jackd.name, f"{CLIENT}:karaoke_L")[0]
+        assert after == before + 256, (before, after)
+        imp = np.zeros((2, 9600), np.float32)
+        imp[0, 1000] = 1.0
+        rec, _ = _record_song(jackd, imp, after)
+        k = PORTS.index(f"{CLIENT}:karaoke_L")
+        assert int(np.argmax(np.abs(rec[k]))) == 1000 + after
+    finally:
+        st, _ = _stop(proc, stats)
+    assert st["block_size"] == 512 and st["worker_error"] is None and st["errors"] == 0
