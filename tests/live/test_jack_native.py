@@ -129,3 +129,53 @@ def test_native_follows_a_larger_period(jackd, tmp_path):
     finally:
         st, _ = _stop(proc, stats)
     assert st["block_size"] == 512 and st["worker_error"] is None and st["errors"] == 0
+
+
+def test_native_defaults_at_48k_equal_the_offline_computation(jackd, tmp_path):
+    """Issue 16's acceptance, with the defaults (margin chosen at start-up, LD resamplers) at
+    48 kHz: every port recorded by a real client equals the same engine computation run
+    offline on the same input to -60 dB, with no deadline miss. A session in which the
+    machine made livestems lose cycles (xruns, skipped cycles) is run again, at most 4 times,
+    then skipped with the counts (the machine, not livestems: docs/LIVE.md)."""
+    from livestems.stream.backends.common import karaoke_buses
+    from livestems.stream.backends.file import play_through
+    from livestems.stream.engine import Engine
+    from test_jack import CLIENT
+
+    song = make_demo_song(seconds=2.0, sample_rate=48000, seed=6).mixture
+    sep = load_separator(None)
+    for attempt in range(4):
+        proc, stats = _start_livestems(jackd, tmp_path, "--native")
+        try:
+            lat = lsp_capture_latency(jackd.name, f"{CLIENT}:karaoke_L")[0]
+            rec, start = _record_song(jackd, song, lat)
+        finally:
+            st, out = _stop(proc, stats)
+        assert st["latency_samples"] == lat and st["sample_rate"] == 48000
+        assert st["resample_quality"] == "LD" and st["warmup_hop_ms"] is not None
+        eng = Engine(sep, block_size=256, io_rate=48000, buses=karaoke_buses(sep.sources),
+                     safety_ms=st["safety_ms"])
+        assert eng.latency_samples == lat  # the margin is in the published latency, exactly
+        offset = start - st["first_frame"]  # the engine's sample 0 is the first cycle
+        x = np.zeros((2, offset + song.shape[1]), np.float32)
+        x[:, offset:] = song
+        mix_ref, stems_ref = play_through(eng, x)
+        want = {"vocals": stems_ref[0, :, offset:], "accompaniment": stems_ref[1, :, offset:],
+                "mix": mix_ref[:, offset:], "karaoke": stems_ref[1, :, offset:]}
+        n = song.shape[1]
+        errors = {port: error_db(rec[k, lat:lat + n],
+                                 want[port.split(":")[1].rsplit("_", 1)[0]][
+                                     0 if port.endswith("_L") else 1])
+                  for k, port in enumerate(PORTS)}
+        disturbed = st["xruns"] > 0 or st["frame_gaps"] > 0
+        print(f"attempt {attempt}: margin {st['safety_ms']:g} ms, latency {lat}, "
+              f"{st['deadline_misses']} misses, {st['xruns']} xruns, {st['frame_gaps']} gaps, "
+              f"worst error {max(errors.values()):.1f} dB")
+        if not disturbed or (max(errors.values()) < -60 and st["deadline_misses"] == 0):
+            break
+    else:
+        pytest.skip(f"4 sessions disturbed by the machine (last: {st['xruns']} xruns, "
+                    f"{st['frame_gaps']} skipped cycles; docs/LIVE.md)")
+    assert st["deadline_misses"] == 0, st
+    for port, err in errors.items():
+        assert err < -60, (port, err, st)
