@@ -17,8 +17,9 @@ def add_parser(sub) -> None:
         "synth",
         help="generate synthetic multitrack songs (MUSDB layout) for training or evaluation",
         description="Compose and render songs with known stems: General MIDI parts played "
-        "through FluidSynth, a lead sung by espeak-ng words re-pitched with the WORLD vocoder, "
-        "mixed like a record. Writes OUTDIR/<seed>/{mixture,vocals,drums,bass,other}.wav "
+        "through FluidSynth, a lead sung by espeak-ng words re-pitched with the WORLD vocoder "
+        "(or, with --voices/--real-vocals, by Festival, HTS and flite voices or real vocal "
+        "stems moved in pitch), mixed like a record. Writes OUTDIR/<seed>/{mixture,vocals,drums,bass,other}.wav "
         "(32-bit float, mixture = sum of the stems) and song.json (what was generated). "
         "Track i uses seed SEED+i, so sets made from disjoint seed ranges never share a song: "
         "keep seeds >= 10000 for evaluation and never train on them.",
@@ -39,6 +40,25 @@ def add_parser(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="re-render tracks whose folder is already complete (default: skip them, "
                         "so an interrupted run can be resumed)")
+    p.add_argument("--voices", default="espeak", metavar="LIST",
+                   help="comma-separated singers to draw from, one per song from its seed "
+                        "(engine first, then a voice of it): espeak = espeak-ng formant "
+                        "voices, robotic but what seeds 0.. of existing sets were made with "
+                        "(default; only this keeps their audio); festival = diphone voices "
+                        "recorded from people (US English kal/ked, Italian, Czech, Finnish: "
+                        "Debian festvox-* packages); hts = statistical voices trained on one "
+                        "person each (US English slt, Catalan ona): smoother, less buzzy; "
+                        "flite = CMU kal16/awb/rms/slt. Any non-default choice also adds "
+                        "level rides, double-tracks and breaths, so the same seed sounds "
+                        "different. Missing voice packages are skipped with a note")
+    p.add_argument("--real-vocals", default=None, metavar="DIR",
+                   help="also draw singers from the real vocal stems of this TRAINING folder "
+                        "(DIR/<song>/vocals.opus|flac|wav): a random excerpt per song, moved "
+                        "-5..+5 semitones with its formants by WORLD. Never name "
+                        "../shared/data/real: it is evaluation-only (refused)")
+    p.add_argument("--real-vocals-skip", action="append", default=[], metavar="SONG",
+                   help="leave this song folder of --real-vocals out (repeatable), e.g. the "
+                        "validation song 6.Caesium")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
@@ -52,9 +72,9 @@ def _render_one(job: tuple) -> tuple[int, float, str]:
 
     from .audio_io import write_audio
 
-    outdir, seed, seconds, style, sample_rate = job
+    outdir, seed, seconds, style, sample_rate, pool = job
     t0 = time.perf_counter()
-    song = render_song(seed, seconds, sample_rate, style=style)
+    song = render_song(seed, seconds, sample_rate, style=style, voices=pool)
     folder = Path(outdir) / f"{seed:06d}"
     folder.mkdir(parents=True, exist_ok=True)
     # song.json last: its presence marks a complete track (see _complete)
@@ -82,10 +102,22 @@ def run(args) -> int:
         errors.append(f"--sample-rate must be 22050..96000 Hz, got {args.sample_rate}")
     if args.jobs < 1:
         errors.append(f"--jobs must be >= 1, got {args.jobs}")
+    engines = tuple(e.strip() for e in args.voices.split(",") if e.strip())
     if errors:
         for e in errors:
             print(f"error: {e}", file=sys.stderr)
         return 2
+    pool = None
+    if engines != ("espeak",) or args.real_vocals:
+        from livestems.model.synth.singers import VoicePool, print_notes
+        from livestems.model.synth.voice import VoiceError
+
+        try:
+            pool = VoicePool.build(engines, args.real_vocals, tuple(args.real_vocals_skip))
+        except VoiceError as exc:  # SpeakerError and RealVocalError are VoiceErrors
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print_notes(pool)
     out = Path(args.outdir)
     if out.exists() and not out.is_dir():
         print(f"error: {out} exists and is not a folder; expected a dataset folder. "
@@ -95,7 +127,7 @@ def run(args) -> int:
     seeds = [args.seed + i for i in range(args.tracks)]
     todo = [s for s in seeds if args.force or not _complete(out / f"{s:06d}")]
     skipped = len(seeds) - len(todo)
-    jobs = [(str(out), s, args.seconds, args.style, args.sample_rate) for s in todo]
+    jobs = [(str(out), s, args.seconds, args.style, args.sample_rate, pool) for s in todo]
     t0 = time.perf_counter()
     times = []
     bar = None

@@ -35,13 +35,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from .voice import VoiceError
+
 __all__ = ["ENGINES", "VOICES", "SpeakerVoice", "SpeakerError", "available_voices",
-           "lyric_in", "prefetch", "speak"]
+           "lyric_in", "prefetch", "speak", "voice_by_key"]
 
 ENGINES = ("espeak", "festival", "hts", "flite")
 
 
-class SpeakerError(RuntimeError):
+class SpeakerError(VoiceError):
     """A speech engine or voice is missing or failed; the message says how to fix it."""
 
 
@@ -187,12 +189,16 @@ def available_voices(engines: tuple[str, ...] | list[str]) -> tuple[list[Speaker
         missing = [(v, r) for v in voices if (r := _missing_reason(v)) is not None]
         ok += [v for v in voices if all(v is not m for m, _ in missing)]
         if missing:
-            pkgs = " ".join(dict.fromkeys(v.package for v, _ in missing))
+            program = {"espeak": "espeak-ng", "flite": "flite"}.get(engine, "festival")
+            pkgs = " ".join(dict.fromkeys([program] * (shutil.which(program) is None)
+                                          + [v.package for v, _ in missing]))
             names = ", ".join(v.name for v, _ in missing)
             notes.append(f"voice engine {engine}: skipping {names} ({missing[0][1]}); "
                          f"install with: apt-get install {pkgs}")
     if not ok:
-        wanted = " ".join(dict.fromkeys(v.package for v in VOICES if v.engine in engines))
+        programs = [{"espeak": "espeak-ng", "flite": "flite"}.get(e, "festival") for e in engines]
+        wanted = " ".join(dict.fromkeys(programs + [v.package for v in VOICES
+                                                    if v.engine in engines]))
         raise SpeakerError(f"no voice of {', '.join(engines)} is installed: expected at least "
                            f"one. Fix: apt-get install {wanted} (Debian/Ubuntu), or choose "
                            f"other engines")
