@@ -11,6 +11,9 @@ PY := $(VENV)/bin/python
 # hosts the C bridge and the plugin (dpf-source, lv2 tools, a C/C++ toolchain; clang and its
 # runtime libraries for the libFuzzer harness of the C API)
 DEBS := ffmpeg jackd2 libjack-jackd2-dev libportaudio2 espeak-ng fluidsynth fluid-soundfont-gm \
+        festival flite festvox-kallpc16k festvox-kdlpc16k festvox-italp16k festvox-itapc16k \
+        festvox-czech-dita festvox-czech-machac festvox-czech-ph festvox-czech-krb \
+        festvox-suopuhe-lj festvox-suopuhe-mv festvox-us-slt-hts festvox-ca-ona-hts \
         dpf-source lv2-dev lv2file lilv-utils sordi g++ make clang libclang-rt-14-dev
 
 .PHONY: demo test deps venv clean
