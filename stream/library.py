@@ -127,7 +127,7 @@ def collect_tasks(inputs: Iterable[str], outdir: str | Path) -> tuple[list[Task]
 # -- the unit of work ------------------------------------------------------------------------------
 
 _SEPARATORS: dict = {}  # per process: model spec -> (separator, load seconds), loaded once
-_BUSY = False  # a file is being processed (signals interrupt it; idle workers ignore them)
+_BUSY: bool | None = False  # worker: False idle, True on a file, None cleaning up after a signal
 
 
 def model_id(spec: str | None) -> str:
@@ -168,11 +168,17 @@ def process_task(task: Task, options: Options) -> Outcome:
                             fmt=options.fmt, force=options.force,
                             model_id=model_id(options.model))
     except KeyboardInterrupt:
+        if _EXIT:  # the temporary folder is gone (separate_file cleans up): now leave
+            os._exit(1)
         return Outcome(task.input, "interrupted", worker=who)
     except ModelError as exc:
         return Outcome(task.input, "failed", error=str(exc), exit_code=2, worker=who)
     except LivestemsError as exc:
         return Outcome(task.input, "failed", error=str(exc), exit_code=exc.exit_code, worker=who)
+    except MemoryError:
+        return Outcome(task.input, "failed", exit_code=1, worker=who, error=(
+            "not enough memory for this file (the whole file and its stems are held in "
+            "memory, about 6 MB per second of audio): use fewer --workers, or split it"))
     except Exception as exc:  # noqa: BLE001 - one file's unexpected failure must not end the run
         return Outcome(task.input, "failed", error=f"unexpected {type(exc).__name__}: {exc} "
                        "(please report this with the file)", exit_code=1, worker=who)
@@ -187,8 +193,20 @@ def process_task(task: Task, options: Options) -> Outcome:
 # -- local backends ----------------------------------------------------------------------------
 
 
+_EXIT = False  # SIGTERM arrived: leave once the file in flight is cleaned up
+
+
 def _interrupt_if_busy(signum, frame):
-    if _BUSY:
+    """In a worker. SIGINT (Ctrl-C, or the run stopping): abandon the file in flight (its
+    temporary folder is removed), stay for the run's shutdown. SIGTERM (the run died, or it
+    stops its pool): the same, then exit. A signal during that clean-up does not interrupt it."""
+    global _EXIT, _BUSY
+    if signum == signal.SIGTERM:
+        _EXIT = True
+        if _BUSY is False:  # idle: nothing to clean up
+            os._exit(1)
+    if _BUSY is True:
+        _BUSY = None  # cleaning up
         raise KeyboardInterrupt
 
 
@@ -222,27 +240,71 @@ def iter_local(todo: list[Task], options: Options, workers: int) -> Iterator[Out
         return
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(max_workers=workers,
-                               mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(options.model,
-                                                                    options.threads))
+    def new_pool():
+        return ProcessPoolExecutor(max_workers=workers,
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker,
+                                   initargs=(options.model, options.threads))
+
+    # At most one file per worker is handed out, so when a worker process dies (killed for
+    # memory, a crash inside a decoder) the files in flight are known: each is retried once in
+    # a fresh pool (the others in flight were only collateral), a second death fails it.
+    queue, strikes = list(reversed(todo)), {}
+    pool = new_pool()
+    running = {}  # future -> task
     try:
-        pending = {pool.submit(process_task, t, options) for t in todo}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        while queue or running:
+            while queue and len(running) < workers:
+                task = queue.pop()
+                running[pool.submit(process_task, task, options)] = task
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            broken = []
             for fut in done:
-                yield fut.result()
+                task = running.pop(fut)
+                try:
+                    yield fut.result()
+                except BrokenProcessPool:
+                    broken.append(task)
+            if broken:
+                broken += list(running.values())  # the pool is gone: all in flight failed
+                running.clear()
+                _stop_pool(pool)
+                for task in broken:
+                    strikes[task] = strikes.get(task, 0) + 1
+                    if strikes[task] >= 2:
+                        yield Outcome(task.input, "failed", exit_code=1, error=(
+                            "the worker process died twice while separating this file "
+                            "(killed by the system, e.g. out of memory, or a crash in a "
+                            "decoder); try it alone with --workers 1, or convert it to WAV"))
+                    else:
+                        queue.append(task)
+                pool = new_pool()
     except BaseException:
-        # interrupt the files in flight (their temporary folders are removed), drop the rest
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            try:
-                os.kill(proc.pid, signal.SIGINT)
-            except (ProcessLookupError, AttributeError):
-                pass
-        pool.shutdown(wait=True, cancel_futures=True)
+        _stop_pool(pool)  # files in flight abandoned, their temporary folders removed
         raise
     pool.shutdown(wait=True)
+
+
+def _stop_pool(pool, grace_s: float = 10.0) -> None:
+    """Stop every worker of ``pool`` now: SIGTERM (a busy one removes its temporary folder,
+    then exits), SIGKILL for any still there after ``grace_s``. A worker killed while holding
+    one of the pool's queue locks would leave the others blocked forever, so they are never
+    just waited for."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except (ProcessLookupError, AttributeError):
+            pass
+    end = time.monotonic() + grace_s
+    for proc in procs:
+        proc.join(max(0.0, end - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5.0)
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 # -- the run -----------------------------------------------------------------------------------

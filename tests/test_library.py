@@ -245,3 +245,45 @@ def test_progress_bar_on_a_terminal_shows_files_hours_speed_and_time_left(tmp_pa
     assert lefts and all(t == "?" or re.fullmatch(r"\d+:\d\d:\d\d", t) for t in lefts), lefts
     assert "?" in lefts and any(t != "?" for t in lefts), lefts
     assert "summary: 4 done" in stdout
+
+
+def _worker_pids(pid: int) -> list[int]:
+    """The run's spawned worker processes (not multiprocessing's resource tracker)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    found = []
+    for k in kids:
+        try:
+            cmd = Path(f"/proc/{k}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmd:
+            found.append(int(k))
+    return found
+
+
+def test_a_worker_killed_mid_file_fails_nothing_its_file_is_retried(tmp_path):
+    """A worker process dies (SIGKILL, as the kernel's out-of-memory killer sends): its file is
+    retried in a fresh worker, the others go on, the run ends with every file written."""
+    lib, out = tmp_path / "lib", tmp_path / "out"
+    paths = _library(lib, 6, 20.0, nested=False)
+    p = _start(lib, out, "--workers", "2")
+    try:
+        assert _wait_for(lambda: len(_worker_pids(p.pid)) == 2 or p.poll() is not None, 240)
+        # once the first track is out, the workers are inside the next files
+        _wait_for(lambda: bool(_visible_outputs(out)) or p.poll() is not None, 240)
+        victims = _worker_pids(p.pid)
+        assert victims, "the run finished before a worker could be killed"
+        os.kill(victims[0], signal.SIGKILL)
+        stdout, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert f"summary: {len(paths)} done" in stdout, stdout
+    _check_no_partial_output(lib, out, paths)
+    assert len(_visible_outputs(out)) == len(paths)
+    assert not _partials(out)
