@@ -19,9 +19,10 @@ destroyed after the process thread has finished two cycles with the new one).
 
 Not on this path (yet): the Python host's MIDI mapping files, learn and feedback (``midi_in``
 gets the C API's fixed mapping instead: MIDI channel k drives stem k, CC 7 gain, CC 20 mute,
-CC 21 solo), ``--key``, ``--view``, and the filling of skipped cycles with silence (a skipped
-cycle is counted in ``frame_gaps``; the engine then runs a period behind JACK's frame time, as
-in the C++ shim).
+CC 21 solo), ``--key`` and ``--view``. JACK frame times map to the engine's stream as in the
+Python host (:class:`~livestems.stream.backends.jack.FrameClock`, ported to C:
+``ls_jack_frame_step``): a repeated frame time inserts nothing, a confirmed skipped cycle is
+fed as silence.
 
 Needs ``make -C bridge`` (``bridge/build/liblivestems.so``) and libjack's headers.
 """
@@ -42,6 +43,7 @@ from .jack import CAPTURE, _api, _open_client, port_layout
 __all__ = ["NativeJackHost", "library_path"]
 
 _MAX_OUT = 64
+_SCRATCH = 4096  # frames per call when feeding a skipped cycle's silence
 _PROC_CDEF = """
     typedef struct {
         void *client;
@@ -53,10 +55,17 @@ _PROC_CDEF = """
         uint32_t max_block;
         void *process_fn;
         void *midi_fn;
-        uint64_t cycles, errors, silent_cycles, midi_events, frame_gaps;
-        int64_t first_frame, next_frame;
+        uint64_t cycles, errors, silent_cycles, midi_events;
+        int64_t first_frame;
+        int64_t clk_next, clk_pending;
+        uint32_t clk_started, max_gap;
+        uint64_t frame_gaps, frame_repeats, frames_filled, frame_slips;
+        float *zeros;
+        float *scratch[64];
+        uint32_t scratch_len;
     } ls_jack_state;
     int ls_jack_process(uint32_t nframes, void *arg);
+    uint32_t ls_jack_frame_step(ls_jack_state *s, uint32_t t, uint32_t frames);
     void ls_jack_set_handle(ls_jack_state *s, void *handle, uint32_t max_block);
     uint64_t ls_jack_cycles(ls_jack_state *s);
 """
@@ -75,9 +84,44 @@ typedef struct {
     uint32_t max_block;
     void *process_fn;           /* livestems_process, from liblivestems.so */
     void *midi_fn;              /* livestems_midi */
-    uint64_t cycles, errors, silent_cycles, midi_events, frame_gaps;
-    int64_t first_frame, next_frame;
+    uint64_t cycles, errors, silent_cycles, midi_events;
+    int64_t first_frame;
+    /* JACK frame time -> the engine's stream: the logic of FrameClock (stream/backends/
+       jack.py), so a repeated frame time inserts nothing and a confirmed skip is filled */
+    int64_t clk_next, clk_pending;
+    uint32_t clk_started, max_gap;
+    uint64_t frame_gaps, frame_repeats, frames_filled, frame_slips;
+    float *zeros;               /* scratch_len zeros: the input of a filled gap */
+    float *scratch[64];         /* scratch_len floats per output: where a gap's output goes */
+    uint32_t scratch_len;
 } ls_jack_state;
+
+/* Frames of silence to feed before this cycle's block (see FrameClock in jack.py). */
+uint32_t ls_jack_frame_step(ls_jack_state *s, uint32_t t, uint32_t frames) {
+    if (!s->clk_started) {
+        s->clk_started = 1;
+        __atomic_store_n(&s->first_frame, (int64_t)t, __ATOMIC_RELAXED);
+        s->clk_next = t;
+    }
+    int64_t d = ((int64_t)t - s->clk_next) & 0xFFFFFFFFLL;
+    if (d >= (1LL << 31)) d -= (1LL << 32);
+    int64_t fill = 0, pending = 0;
+    if (d == 0) {
+        if (s->clk_pending) __atomic_add_fetch(&s->frame_repeats, 1, __ATOMIC_RELAXED);
+    } else if (d < 0 || d > (int64_t)s->max_gap) {
+        __atomic_add_fetch(&s->frame_gaps, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&s->frame_slips, 1, __ATOMIC_RELAXED);
+        s->clk_next = t;
+    } else {
+        if (s->clk_pending && d >= s->clk_pending) fill = s->clk_pending;
+        if (d != fill) __atomic_add_fetch(&s->frame_gaps, 1, __ATOMIC_RELAXED);
+        pending = d - fill;
+    }
+    s->clk_pending = pending;
+    s->clk_next = (s->clk_next + fill + frames) & 0xFFFFFFFFLL;
+    __atomic_add_fetch(&s->frames_filled, (uint64_t)fill, __ATOMIC_RELAXED);
+    return (uint32_t)fill;
+}
 
 typedef int (*ls_process_t)(void *, const float *const *, uint32_t, float *const *, uint32_t,
                             uint32_t);
@@ -87,11 +131,6 @@ typedef int (*ls_midi_t)(void *, const uint8_t *, uint32_t);
 int ls_jack_process(uint32_t nframes, void *arg) {
     ls_jack_state *s = (ls_jack_state *)arg;
     jack_nframes_t t = jack_last_frame_time((jack_client_t *)s->client);
-    if (s->next_frame >= 0 && (int64_t)t != s->next_frame)
-        __atomic_add_fetch(&s->frame_gaps, 1, __ATOMIC_RELAXED);
-    s->next_frame = ((int64_t)t + nframes) & 0xFFFFFFFFLL;
-    if (s->first_frame < 0)
-        __atomic_store_n(&s->first_frame, (int64_t)t, __ATOMIC_RELAXED);
     float *out[64];
     for (uint32_t i = 0; i < s->n_out; i++)
         out[i] = (float *)jack_port_get_buffer((jack_port_t *)s->out[i], nframes);
@@ -114,8 +153,17 @@ int ls_jack_process(uint32_t nframes, void *arg) {
         for (uint32_t i = 0; i < s->n_out; i++)
             for (uint32_t k = 0; k < nframes; k++) out[i][k] = 0.0f;
         __atomic_add_fetch(&s->silent_cycles, 1, __ATOMIC_RELAXED);
-    } else if (((ls_process_t)s->process_fn)(h, in, 2, out, s->n_out, nframes) != 0) {
-        __atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
+    } else {
+        uint32_t gap = ls_jack_frame_step(s, t, nframes);
+        uint32_t chunk = max_block < s->scratch_len ? max_block : s->scratch_len;
+        const float *zin[2] = {s->zeros, s->zeros};
+        while (gap > 0) {  /* a confirmed skipped cycle: the frames we never saw, as silence */
+            uint32_t k = gap < chunk ? gap : chunk;
+            ((ls_process_t)s->process_fn)(h, zin, 2, s->scratch, s->n_out, k);
+            gap -= k;
+        }
+        if (((ls_process_t)s->process_fn)(h, in, 2, out, s->n_out, nframes) != 0)
+            __atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
     }
     __atomic_add_fetch(&s->cycles, 1, __ATOMIC_RELEASE);
     return 0;
@@ -174,21 +222,26 @@ _PROC_LOCK = threading.Lock()
 
 
 def _proc_lib():
-    """The compiled C process callback (cffi, built once into bridge/build/native-jack/)."""
+    """The compiled C process callback (cffi, built once per version of its source into
+    bridge/build/native-jack/)."""
     global _PROC
     with _PROC_LOCK:
         if _PROC is None:
+            import hashlib
+            import importlib
+
+            digest = hashlib.sha1((_PROC_CDEF + _PROC_SRC).encode()).hexdigest()[:12]
+            name = f"_ls_jackproc_{digest}"
             out = library_path().parent / "native-jack"
             out.mkdir(parents=True, exist_ok=True)
             if str(out) not in sys.path:
                 sys.path.insert(0, str(out))
             try:
-                import _ls_jackproc  # noqa: F401  (built earlier)
+                _PROC = importlib.import_module(name)
             except ImportError:
                 ffi = cffi.FFI()
                 ffi.cdef(_PROC_CDEF)
-                ffi.set_source("_ls_jackproc", _PROC_SRC, libraries=["jack"],
-                               extra_compile_args=["-O2"])
+                ffi.set_source(name, _PROC_SRC, libraries=["jack"], extra_compile_args=["-O2"])
                 try:
                     ffi.compile(tmpdir=str(out), verbose=False)
                 except Exception as exc:  # a compiler or libjack's headers are missing
@@ -198,9 +251,8 @@ def _proc_lib():
                         fix="install a C compiler and libjack's headers (Debian: apt-get "
                             "install build-essential libjack-jackd2-dev), or run without "
                             "--native") from None
-            import _ls_jackproc
-
-            _PROC = _ls_jackproc
+                importlib.invalidate_caches()
+                _PROC = importlib.import_module(name)
     return _PROC
 
 
@@ -290,7 +342,12 @@ class NativeJackHost:
             st.midi_fn = pffi.cast("void *", int(self.capi_ffi.cast(
                 "uintptr_t", self.capi_ffi.addressof(self.capi, "livestems_midi"))))
             st.first_frame = -1
-            st.next_frame = -1
+            st.scratch_len = _SCRATCH
+            self._scratch = [pffi.new("float[]", _SCRATCH) for _ in range(len(self.outports))]
+            self._zeros = pffi.new("float[]", _SCRATCH)
+            st.zeros = self._zeros
+            for i, buf in enumerate(self._scratch):
+                st.scratch[i] = buf
             self._install(h, self.client.blocksize)
             cb = int(pffi.cast("uintptr_t", pffi.addressof(plib, "ls_jack_process")))
             rc = self._jlib.jack_set_process_callback(
@@ -342,6 +399,7 @@ class NativeJackHost:
         self.capi.livestems_latency_samples(h, lat)
         old = self._handle
         self._handle = h
+        self._state.max_gap = 16 * int(block)  # as JackHost: longer gaps are only counted
         self._proc.lib.ls_jack_set_handle(self._state, self._proc.ffi.cast("void *", int(
             self.capi_ffi.cast("uintptr_t", h))), int(block))
         self.latency_samples = int(lat[0])
@@ -426,7 +484,8 @@ class NativeJackHost:
                    resample_quality=self.resample_quality, xruns=self.xruns,
                    cycles=int(s.cycles), errors=int(s.errors),
                    silent_cycles=int(s.silent_cycles), midi_events=int(s.midi_events),
-                   frame_gaps=int(s.frame_gaps),
+                   frame_gaps=int(s.frame_gaps), frame_repeats=int(s.frame_repeats),
+                   frames_filled=int(s.frames_filled), frame_slips=int(s.frame_slips),
                    first_frame=None if s.first_frame < 0 else int(s.first_frame),
                    ports=[p.name for p in self.outports], shutdown_reason=self.shutdown_reason,
                    worker_error=None if not c.get("worker_failed") else "the model failed")

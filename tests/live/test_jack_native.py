@@ -179,3 +179,39 @@ def test_native_defaults_at_48k_equal_the_offline_computation(jackd, tmp_path):
     assert st["deadline_misses"] == 0, st
     for port, err in errors.items():
         assert err < -60, (port, err, st)
+
+
+def test_c_frame_clock_matches_the_python_one():
+    """ls_jack_frame_step (C) against FrameClock (Python, tests/live/test_jack_frames.py) on
+    random call sequences: steps, misreports (a jump then the same time again), real skips,
+    backward steps, large jumps, short blocks, across the uint32 wrap."""
+    from livestems.stream.backends.jack import FrameClock
+    from livestems.stream.backends.jack_native import _proc_lib
+
+    proc = _proc_lib()
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        st = proc.ffi.new("ls_jack_state *")
+        st.max_gap = 16 * 256
+        py = FrameClock(16 * 256)
+        t = int(rng.integers(0, 1 << 32))
+        for _ in range(400):
+            r = rng.random()
+            frames = 256 if rng.random() < 0.9 else int(rng.integers(1, 257))
+            if r < 0.05:
+                t += 256  # a misreport: this call reports the next cycle's time
+            elif r < 0.10:
+                t += 256 * int(rng.integers(1, 4))  # skipped cycles
+            elif r < 0.12:
+                t -= 256  # a step backwards
+            elif r < 0.13:
+                t += 256 * 40  # too far to fill
+            t &= 0xFFFFFFFF
+            want = py.step(t, frames)
+            got = proc.lib.ls_jack_frame_step(st, t, frames)
+            assert got == want, (trial, t, frames)
+            if r < 0.05:
+                t -= 256  # ... the next call reports the true time again
+            t = (t + frames) & 0xFFFFFFFF
+        assert (st.frame_gaps, st.frame_repeats, st.frames_filled, st.frame_slips,
+                st.first_frame) == (py.gaps, py.repeats, py.filled, py.slips, py.first_frame)
