@@ -32,9 +32,8 @@ def add_parser(sub) -> None:
                    help="run JACK's process callback in C, through the C API's lock-free "
                         "rings (bridge/, `make -C bridge` first): a busy Python (the model "
                         "worker, the garbage collector) can then never make JACK's thread "
-                        "wait. Same ports and latency; midi_in uses the C API's fixed MIDI "
-                        "mapping (channel k = stem k: CC 7 gain, CC 20 mute, CC 21 solo); "
-                        "--map, --key and --view are not available with it (docs/LIVE.md)")
+                        "wait. Same ports, latency and MIDI mapping (--map); --key and --view "
+                        "are not available with it (docs/LIVE.md)")
 
 
 def add_jack_arguments(p) -> None:
@@ -132,7 +131,6 @@ def serve_native(args) -> int:
     from .backends.jack_native import NativeJackHost
 
     refused = [o for o, on in (("--key", args.key is not None), ("--view", args.view),
-                               ("--map", args.map not in (None, "none")),
                                ("--rt-priority", bool(args.rt_priority))) if on]
     if refused:
         print(f"error: {', '.join(refused)} cannot be used with --native (the C callback "
@@ -148,10 +146,17 @@ def serve_native(args) -> int:
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     warmup()
+    from .cmd_midi import start_midi
+
     host = NativeJackHost(args.model, name=args.name, servername=args.server,
                           resample_quality=args.resample_quality, safety_ms=args.safety_ms)
+    ctl = None
     try:
+        if args.map != "none":
+            ctl = start_midi(host, args)  # checks the mapping before audio starts
         host.activate()
+        if ctl is not None:
+            ctl.start()
         if args.connect:
             for a, b in host.connect_input(args.connect):
                 print(f"connected {a} -> {b}")
@@ -174,7 +179,12 @@ def serve_native(args) -> int:
         except KeyboardInterrupt:
             pass
     finally:
+        if ctl is not None:
+            ctl.stop()
         st = host.stats()
+        if ctl is not None:
+            st["midi"] = ctl.stats()
+            st["params"] = host.params.snapshot()
         host.close()
         if args.stats:
             write_stats_json(args.stats, st)

@@ -10,16 +10,22 @@ once with cffi, :func:`_proc_lib`) that copies the port buffers into the engine 
 lock-free C rings, with ``livestems_process``, which never takes the GIL. The engine's worker
 is Python, in this same interpreter (the embedded library reuses it).
 
-Threads. JACK's process thread: ``ls_jack_process`` (C: port buffers, MIDI events to
-``livestems_midi``, ``livestems_process``, counters; no Python, no locks, no allocation).
+Threads. JACK's process thread: ``ls_jack_process`` (C: port buffers, MIDI events into a C
+ring, ``livestems_process``, counters; no Python, no locks, no allocation).
 Notification thread: JACK-Client's Python callbacks (xrun, shutdown, buffer size, sample rate,
 latency), which only count and set flags. Main thread: :meth:`NativeJackHost.run` rebuilds the
 engine for a new period or rate (a new handle, swapped in with an atomic store; the old one is
 destroyed after the process thread has finished two cycles with the new one).
 
-Not on this path (yet): the Python host's MIDI mapping files, learn and feedback (``midi_in``
-gets the C API's fixed mapping instead: MIDI channel k drives stem k, CC 7 gain, CC 20 mute,
-CC 21 solo), ``--key`` and ``--view``. JACK frame times map to the engine's stream as in the
+MIDI. The C callback copies ``midi_in``'s events into a single-producer single-consumer ring
+(:class:`_MidiRing`) that the Python MIDI controller reads, as with the Python host, and the
+host's :class:`~livestems.stream.params.ParamSet` drives the mixer of the C API's engine
+(a Python :class:`~livestems.bridge.host.BridgeEngine` in this interpreter), so ``--map`` files
+work the same. ``midi="capi"`` hands the events to ``livestems_midi`` instead (the C API's
+fixed mapping: MIDI channel k drives stem k, CC 7 gain, CC 20 mute, CC 21 solo). Not on this
+path (yet): MIDI feedback, ``--key``, ``--view``.
+
+JACK frame times map to the engine's stream as in the
 Python host (:class:`~livestems.stream.backends.jack.FrameClock`, ported to C:
 ``ls_jack_frame_step``): a repeated frame time inserts nothing, a confirmed skipped cycle is
 fed as silence.
@@ -37,6 +43,9 @@ from pathlib import Path
 import cffi
 import jack
 
+from livestems.dsp.kernels import db_to_gain
+
+from ..params import ParamSet, stem_params
 from .common import AudioBackendError, ServerShutdownError
 from .jack import CAPTURE, _api, _open_client, port_layout
 
@@ -63,8 +72,14 @@ _PROC_CDEF = """
         float *zeros;
         float *scratch[64];
         uint32_t scratch_len;
+        uint32_t midi_mode, midi_w, midi_r;
+        uint32_t midi_time[256];
+        uint8_t midi_len[256];
+        uint8_t midi_data[4096];
+        uint64_t midi_dropped;
     } ls_jack_state;
     int ls_jack_process(uint32_t nframes, void *arg);
+    int ls_jack_midi_read(ls_jack_state *s, uint32_t *time, uint8_t *data, uint32_t *len);
     uint32_t ls_jack_frame_step(ls_jack_state *s, uint32_t t, uint32_t frames);
     void ls_jack_set_handle(ls_jack_state *s, void *handle, uint32_t max_block);
     uint64_t ls_jack_cycles(ls_jack_state *s);
@@ -94,7 +109,26 @@ typedef struct {
     float *zeros;               /* scratch_len zeros: the input of a filled gap */
     float *scratch[64];         /* scratch_len floats per output: where a gap's output goes */
     uint32_t scratch_len;
+    /* midi_in: mode 0 -> livestems_midi (the C API's fixed mapping); mode 1 -> this
+       single-producer single-consumer ring, read by Python's MIDI control thread */
+    uint32_t midi_mode, midi_w, midi_r;
+    uint32_t midi_time[256];
+    uint8_t midi_len[256];
+    uint8_t midi_data[4096];    /* 256 slots of 16 bytes */
+    uint64_t midi_dropped;      /* events longer than 16 bytes, or the ring full */
 } ls_jack_state;
+
+/* Python's control thread: the oldest event (1), or none (0). */
+int ls_jack_midi_read(ls_jack_state *s, uint32_t *time, uint8_t *data, uint32_t *len) {
+    uint32_t r = s->midi_r;
+    if (r == __atomic_load_n(&s->midi_w, __ATOMIC_ACQUIRE)) return 0;
+    uint32_t k = r & 255u;
+    *time = s->midi_time[k];
+    *len = s->midi_len[k];
+    for (uint32_t i = 0; i < s->midi_len[k]; i++) data[i] = s->midi_data[16u * k + i];
+    __atomic_store_n(&s->midi_r, r + 1, __ATOMIC_RELEASE);
+    return 1;
+}
 
 /* Frames of silence to feed before this cycle's block (see FrameClock in jack.py). */
 uint32_t ls_jack_frame_step(ls_jack_state *s, uint32_t t, uint32_t frames) {
@@ -143,10 +177,22 @@ int ls_jack_process(uint32_t nframes, void *arg) {
         uint32_t count = jack_midi_get_event_count(mb);
         for (uint32_t i = 0; i < count; i++) {
             jack_midi_event_t ev;
-            if (jack_midi_event_get(&ev, mb, i) == 0) {
+            if (jack_midi_event_get(&ev, mb, i) != 0) continue;
+            __atomic_add_fetch(&s->midi_events, 1, __ATOMIC_RELAXED);
+            if (!s->midi_mode) {
                 ((ls_midi_t)s->midi_fn)(h, ev.buffer, (uint32_t)ev.size);
-                __atomic_add_fetch(&s->midi_events, 1, __ATOMIC_RELAXED);
+                continue;
             }
+            uint32_t w = s->midi_w;
+            if (ev.size > 16 || w - __atomic_load_n(&s->midi_r, __ATOMIC_ACQUIRE) >= 256u) {
+                __atomic_add_fetch(&s->midi_dropped, 1, __ATOMIC_RELAXED);
+                continue;
+            }
+            uint32_t k = w & 255u;
+            s->midi_time[k] = t + ev.time;
+            s->midi_len[k] = (uint8_t)ev.size;
+            for (uint32_t j = 0; j < ev.size; j++) s->midi_data[16u * k + j] = ev.buffer[j];
+            __atomic_store_n(&s->midi_w, w + 1, __ATOMIC_RELEASE);
         }
     }
     if (!h || nframes > max_block) {  /* no engine, or one for a smaller period: silence */
@@ -270,7 +316,9 @@ class NativeJackHost:
 
     def __init__(self, model: str | None = None, *, name: str = "livestems",
                  servername: str | None = None, resample_quality: str = "LD",
-                 safety_ms: float | str = "auto"):
+                 safety_ms: float | str = "auto", midi: str = "python"):
+        if midi not in ("python", "capi"):
+            raise ValueError(f"midi must be 'python' or 'capi', got {midi!r}")
         lib_file = library_path()
         if not lib_file.exists():
             raise AudioBackendError(
@@ -312,6 +360,8 @@ class NativeJackHost:
         self._old_stats = {"deadline_misses": 0, "hops_processed": 0}
         self._closed = False
         self.latency_samples = 0
+        self.midi_out = None  # (no MIDI feedback on this path)
+        self.graph_changes = 0
         try:
             h = self._create(self.client.samplerate, self.client.blocksize)
             n = self.capi_ffi.new("uint32_t *")
@@ -327,6 +377,9 @@ class NativeJackHost:
             self.inports = [self.client.inports.register(p) for p in ("in_L", "in_R")]
             self.outports = [self.client.outports.register(p) for p in names]
             self.midi_in = self.client.midi_inports.register("midi_in")
+            self.params = ParamSet(stem_params(self.sources))
+            if "vocals" in self.sources:
+                self.params.watch("guide.level", self._apply_guide)
             pffi, plib = self._proc.ffi, self._proc.lib
             self._state = st = pffi.new("ls_jack_state *")
             st.client = pffi.cast("void *", _addr(self.client._ptr))
@@ -342,6 +395,8 @@ class NativeJackHost:
             st.midi_fn = pffi.cast("void *", int(self.capi_ffi.cast(
                 "uintptr_t", self.capi_ffi.addressof(self.capi, "livestems_midi"))))
             st.first_frame = -1
+            st.midi_mode = 1 if midi == "python" else 0
+            self.midi_ring = _MidiRing(self._proc, st)
             st.scratch_len = _SCRATCH
             self._scratch = [pffi.new("float[]", _SCRATCH) for _ in range(len(self.outports))]
             self._zeros = pffi.new("float[]", _SCRATCH)
@@ -360,6 +415,8 @@ class NativeJackHost:
             self.client.set_shutdown_callback(self._on_shutdown)
             self.client.set_blocksize_callback(self._on_change)
             self.client.set_samplerate_callback(self._on_change)
+            self.client.set_port_registration_callback(self._on_graph_change)
+            self.client.set_port_connect_callback(self._on_graph_change)
             api = _api()
             self._latency_cb = api.ffi.callback("void(int, void *)", self._on_latency)
             rc = api.lib.jack_set_latency_callback(api.ptr(self.client._ptr),
@@ -404,6 +461,9 @@ class NativeJackHost:
             self.capi_ffi.cast("uintptr_t", h))), int(block))
         self.latency_samples = int(lat[0])
         self.block_size = int(block)
+        eng = self._bridge_engine(h)
+        eng.mixer.attach(self.params)  # MIDI mappings and the CLI drive this engine's mixer
+        self._apply_guide(self.params.get("guide.level"), eng)
         if old is not None:
             c0 = self._proc.lib.ls_jack_cycles(self._state)
             deadline = time.monotonic() + 2.0
@@ -414,6 +474,28 @@ class NativeJackHost:
             self._old_stats["deadline_misses"] += st["deadline_misses"]
             self._old_stats["hops_processed"] += st["hops_processed"]
             self.capi.livestems_destroy(old)
+
+    def _bridge_engine(self, h):
+        """The Python engine behind handle ``h`` (the embedded library runs it in this
+        interpreter: bridge/host.py keeps it by handle address)."""
+        from livestems.bridge import host as bridge_host
+
+        eng = bridge_host._LIVE.get(int(self.capi_ffi.cast("uintptr_t", h)))
+        if eng is None:
+            raise AudioBackendError("the C API's engine is not in this interpreter",
+                                    fix="rebuild bridge/ (make -C bridge) with this venv")
+        return eng
+
+    def _apply_guide(self, level_db: float, eng=None) -> None:
+        """Control thread (``guide.level``) or main thread (a new engine)."""
+        if "vocals" not in self.sources:
+            return
+        eng = eng or (self._bridge_engine(self._handle) if self._handle is not None else None)
+        if eng is not None:
+            eng.set_bus_gain("karaoke", "vocals", float(db_to_gain(level_db)))
+
+    def send_midi(self, data: bytes) -> bool:
+        return False  # no midi_out on this path
 
     def activate(self) -> "NativeJackHost":
         self.client.activate()
@@ -484,6 +566,7 @@ class NativeJackHost:
                    resample_quality=self.resample_quality, xruns=self.xruns,
                    cycles=int(s.cycles), errors=int(s.errors),
                    silent_cycles=int(s.silent_cycles), midi_events=int(s.midi_events),
+                   midi_dropped=int(s.midi_dropped),
                    frame_gaps=int(s.frame_gaps), frame_repeats=int(s.frame_repeats),
                    frames_filled=int(s.frames_filled), frame_slips=int(s.frame_slips),
                    first_frame=None if s.first_frame < 0 else int(s.first_frame),
@@ -520,6 +603,9 @@ class NativeJackHost:
         self.shutdown_reason = reason
         self.shutdown_event.set()
 
+    def _on_graph_change(self, *_args) -> None:
+        self.graph_changes += 1
+
     def _on_change(self, *_args) -> None:
         self._want = (self.client.samplerate, self.client.blocksize)
 
@@ -535,6 +621,27 @@ class NativeJackHost:
                 api.set(p, mode, lo + ours, hi + ours)
         except Exception as exc:  # noqa: BLE001 - a C callback must not raise
             self.latency_error = f"{type(exc).__name__}: {exc}"
+
+
+class _MidiRing:
+    """Control-thread side of the C callback's MIDI ring: the ``get`` of
+    :class:`~livestems.stream.midi.EventRing` (what :class:`JackMidiInput` reads)."""
+
+    def __init__(self, proc, state):
+        self._lib, self._ffi, self._st = proc.lib, proc.ffi, state
+        self._t = proc.ffi.new("uint32_t *")
+        self._n = proc.ffi.new("uint32_t *")
+        self._buf = proc.ffi.new("uint8_t[16]")
+
+    @property
+    def dropped(self) -> int:
+        return int(self._st.midi_dropped)
+
+    def get(self):
+        """``(frame, bytes)`` of the oldest event, or None."""
+        if not self._lib.ls_jack_midi_read(self._st, self._t, self._buf, self._n):
+            return None
+        return int(self._t[0]), bytes(self._ffi.buffer(self._buf, self._n[0]))
 
 
 def _clear_capsule_version_tag() -> None:

@@ -215,3 +215,45 @@ def test_c_frame_clock_matches_the_python_one():
             t = (t + frames) & 0xFFFFFFFF
         assert (st.frame_gaps, st.frame_repeats, st.frames_filled, st.frame_slips,
                 st.first_frame) == (py.gaps, py.repeats, py.filled, py.slips, py.first_frame)
+
+
+def test_native_midi_goes_through_the_c_ring_to_the_mapping(jackd, tmp_path, monkeypatch):
+    """A controller's CC on midi_in: the C callback puts it in its ring, the Python MIDI
+    controller maps it (a --map file) onto the host's parameters, and those drive the mixer
+    of the C API's engine."""
+    import argparse
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "midi"))
+    from midirig import Controller
+
+    from livestems.stream.cmd_midi import start_midi
+
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", jackd.name)
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('[midi]\nsoft_takeover = false\n\n[[control]]\nparam = "vocals.gain"\n'
+                       'cc = 7\nrange = [-24, 0]\ncurve = "linear"\n')
+    ctl_out = Controller()
+    host = NativeJackHost("center", name="lsmidi", servername=jackd.name, safety_ms=0.0)
+    ctl = None
+    try:
+        args = argparse.Namespace(map=str(mapping), midi_connect=[ctl_out.port])
+        ctl = start_midi(host, args)
+        host.activate()
+        ctl.start()
+        eng = host._bridge_engine(host._handle)
+        assert eng.mixer.params is host.params
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ctl_out.send(0xB0, 7, 64)  # until the controller's port is connected and read
+            time.sleep(0.1)
+            if abs(host.params.get("vocals.gain") - (-24 + 24 * 64 / 127)) < 1e-3:
+                break
+        assert abs(host.params.get("vocals.gain") - (-11.906)) < 1e-3
+        st = host.stats()
+        assert st["midi_events"] >= 1 and st["midi_dropped"] == 0
+    finally:
+        if ctl is not None:
+            ctl.stop()
+        host.close()
+        ctl_out.close()
