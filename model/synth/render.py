@@ -5,7 +5,8 @@ exact sum out. The pipeline:
 
 1. :func:`.compose.compose` plans the song (style, chords, structure, notes, lyrics).
 2. Every instrument part is rendered through FluidSynth (General MIDI sound font), the lead
-   and backing vocals are sung by :mod:`.voice`.
+   and backing vocals are sung by :mod:`.voice` (espeak-ng), or, given a voice pool, by a
+   singer of :mod:`.singers` drawn from a fifth random stream of the seed.
 3. Each part goes through a channel strip chosen for its role (high-pass, EQ moves,
    compression, pan position, stereo width, double tracking, echo) and is levelled; the parts
    of a stem share reverbs (a room for the band, a plate for the voices) whose returns belong

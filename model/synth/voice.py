@@ -1,7 +1,8 @@
-"""Sung vocals from speech: espeak-ng says each word, WORLD re-pitches and stretches it to a note.
+"""Sung vocals from speech: a voice says each word, WORLD re-pitches and stretches it to a note.
 
-espeak-ng gives intelligible words with real consonants and vowel
-formants but a robotic, spoken prosody. Each word is analysed once with the WORLD vocoder
+The words come from espeak-ng (the default: intelligible words with real consonants and vowel
+formants but a robotic, spoken prosody) or, with ``Singer.engine``, from the human-recorded
+Festival, HTS and flite voices of :mod:`.speakers`, analysed at their own rate. Each word is analysed once with the WORLD vocoder
 (pyworld: DIO + StoneMask pitch, CheapTrick spectral envelope, D4C aperiodicity) and then sung:
 
 - the onset consonant is kept at its natural speed and placed just *before* the beat, as
