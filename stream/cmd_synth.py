@@ -126,6 +126,17 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     seeds = [args.seed + i for i in range(args.tracks)]
     todo = [s for s in seeds if args.force or not _complete(out / f"{s:06d}")]
+    # a resumed set must not mix singers: complete tracks made with other voices are an error
+    want = pool.describe()["engines"] if pool is not None else None
+    for s in sorted(set(seeds) - set(todo)):
+        made = json.loads((out / f"{s:06d}" / "song.json").read_text()).get("voice_pool")
+        have = made["engines"] if made else None
+        if have != want:
+            print(f"error: {out / f'{s:06d}'} was sung by {have or ['espeak']}, this run by "
+                  f"{want or ['espeak']}: expected one set of singers per folder. Fix: "
+                  f"another OUTDIR, the same --voices/--real-vocals, or --force",
+                  file=sys.stderr)
+            return 3
     skipped = len(seeds) - len(todo)
     jobs = [(str(out), s, args.seconds, args.style, args.sample_rate, pool) for s in todo]
     t0 = time.perf_counter()

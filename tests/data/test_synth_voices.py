@@ -277,6 +277,10 @@ def test_cli_voices_and_real_vocals(only_flite_on_path, stem_folder, tmp_path, c
         assert info["singer"]["engine"] in ("flite", REAL)
         vocals, sr = sf.read(out / f / "vocals.wav")
         assert sr == SR and np.abs(vocals).max() > 1e-3
+    # resuming the folder with other singers would mix two sets: refused
+    assert main(["synth", str(out), "--tracks", "2", "--seconds", "1.5", "--seed", "20010",
+                 "--quiet"]) == 3
+    assert "was sung by ['flite', 'real'], this run by ['espeak']" in capsys.readouterr().err
     assert main(["synth", str(tmp_path / "x"), "--voices", "festival"]) == 2
     assert "no voice of festival is installed" in capsys.readouterr().err
     evalset = tmp_path / "data" / "real"
