@@ -5,7 +5,8 @@ their audio). A :class:`VoicePool` adds human-recorded voices (Festival diphone 
 voices, flite: :mod:`.speakers`) and real vocal stems moved in pitch and formants
 (:mod:`.realvocal`). :func:`sing_lead` then makes the vocal tracks of a song:
 
-- the singer: an engine drawn uniformly among the pool's engines, then one of its voices;
+- the singer: an engine drawn uniformly among the pool's engines, then one of its voices
+  (a real stem is moved into the song's key and tuning);
   the lead melody moves by octaves into that voice's range (a male voice sings a female
   line an octave down), formants move a few percent so one voice gives many singers;
 - the lead: words driven along the melody by WORLD (scoops, portamento, vibrato, drift,
@@ -154,7 +155,8 @@ def sing_lead(song, pool: VoicePool, pick_rng: np.random.Generator,
     """
     choice = pool.pick(pick_rng)
     if choice == REAL:
-        lead, dbl, real = sing_real(list(pool.real_files), n_all / sr, rng, sr)
+        lead, dbl, real = sing_real(list(pool.real_files), n_all / sr, rng, sr,
+                                    (song.tonic, song.mode))
         lead = lead * _ride(rng, n_all, sr, 2.5)
         audio = np.stack([lead, lead])
         if dbl is not None:

@@ -17,8 +17,9 @@ import soundfile as sf
 
 from livestems.model.synth import SOURCES, render_song
 from livestems.model.synth.compose import compose
-from livestems.model.synth.realvocal import (RealVocalError, find_vocal_stems, read_excerpt,
-                                             shift_voice)
+from livestems.model.synth.compose import NOTE_NAMES, SCALES
+from livestems.model.synth.realvocal import (RealVocalError, find_vocal_stems, key_shift,
+                                             read_excerpt, shift_voice)
 from livestems.model.synth.singers import REAL, VoicePool, sing_lead
 from livestems.model.synth.speakers import (VOICES, SpeakerError, _missing_reason,
                                             available_voices, lyric_in, prefetch, speak)
@@ -186,6 +187,31 @@ def test_double_take_is_detuned_by_its_cents(stem_folder):
     assert abs(float(np.median(1200 * np.log2(fb[both] / fa[both]))) - 30.0) < 8.0
 
 
+def _in_scale_share(f0, tonic, mode):
+    midi = 69 + 12 * np.log2(f0[f0 > 0] / 440.0)
+    scale = {(tonic + d) % 12 for d in SCALES[mode]}
+    return float(np.mean([int(round(m)) % 12 in scale for m in midi]))
+
+
+@pytest.mark.parametrize("tonic,mode", [(0, "major"), (1, "minor"), (6, "major")])
+def test_key_shift_puts_a_real_take_into_the_song_key(stem_folder, tonic, mode):
+    """The stem sings E G B A F# (E minor); moved by key_shift it lies in any asked key,
+    and a singer 30 cents sharp gets a -30 cent correction."""
+    x, sr = sf.read(stem_folder / "song1" / "vocals.flac", dtype="float64")
+    import pyworld as pw
+
+    x = x.mean(axis=1)
+    f0, t = pw.dio(x, sr, f0_floor=60.0, f0_ceil=1000.0, frame_period=5.0)
+    f0 = pw.stonemask(x, f0, t, sr)
+    semis, cents = key_shift(f0, tonic, mode)
+    assert -6 <= semis <= 5 and abs(cents) < 15
+    moved = f0 * 2 ** ((semis + cents / 100) / 12)
+    assert _in_scale_share(moved, tonic, mode) > 0.85
+    assert _in_scale_share(f0, tonic, mode) < 0.85 or semis == 0
+    semis2, cents2 = key_shift(f0 * 2 ** (30 / 1200), tonic, mode)
+    assert semis2 == semis and abs(cents2 - (cents - 30)) < 3
+
+
 def test_real_vocal_folders_are_checked(stem_folder, tmp_path):
     assert [p.parent.name for p in find_vocal_stems(stem_folder)] == ["song1", "song2"]
     assert [p.parent.name for p in find_vocal_stems(stem_folder, ["song1"])] == ["song2"]
@@ -217,8 +243,12 @@ def test_songs_sung_by_real_stems(stem_folder):
     assert np.array_equal(a.stems["vocals"], b.stems["vocals"])
     s = a.info["singer"]
     assert s["engine"] == REAL and s["file"].endswith("vocals.flac")
-    assert -5 <= s["semitones"] <= 5 and 0.7 < s["formant_shift"] < 1.4
+    assert -6 <= s["semitones"] <= 5 and 0.7 < s["formant_shift"] < 1.4
     assert np.sqrt(np.mean(a.stems["vocals"].astype(np.float64) ** 2)) > 1e-3
+    # moved into the song's key: most of the sung time is on notes of its scale
+    tonic_name, mode = a.info["key"].split()
+    f0 = _median_f0(a.stems["vocals"].astype(np.float64).mean(axis=0))
+    assert _in_scale_share(f0, NOTE_NAMES.index(tonic_name), mode) > 0.75
 
 
 @pytest.mark.skipif(not TRAIN_REAL.is_dir(), reason=f"{TRAIN_REAL} not here (shared data)")
