@@ -30,7 +30,7 @@ VARIANTS = {
                       residual_depth=0, lstm_layers=0, attn_frames=3, context=2,
                       norm_groups=2), 1),
 }
-CHECKPOINT = Path(__file__).resolve().parents[2] / "model/weights/rt-tiny-run/best.json"
+CHECKPOINT = Path(__file__).resolve().parents[2] / "model/weights/rt-tiny.json"  # trained
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +82,6 @@ def test_fast_hop_equals_network_hop(name):
     np.testing.assert_array_equal(_steps(fast, x[:, :4 * fast.hop]), got[..., :4 * fast.hop])
 
 
-@pytest.mark.skipif(not CHECKPOINT.is_file(), reason="no trained rt-tiny checkpoint here")
 def test_trained_checkpoint_fast_equals_reference():
     from livestems.model.checkpoint import load_model
     from livestems.model.demo_song import make_demo_song
