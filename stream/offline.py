@@ -17,16 +17,23 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
-__all__ = ["OFFLINE_CHUNK_HOPS", "separate_array", "set_threads", "Timer"]
+__all__ = ["OFFLINE_CHUNK_HOPS", "SEGMENT_SECONDS", "separate_array", "iter_separated",
+           "set_threads", "Timer"]
 
 #: STFT hops per chunk for the batched path (256 hops of 256 samples = 1.5 s at 44.1 kHz):
 #: long enough that per-layer call overhead is amortised, short enough that the activations of
 #: one chunk stay in cache-sized tensors; measured fastest of 64/256/1024/4096 on the 2-core VM
 #: with one torch thread (docs/SCALE.md)
 OFFLINE_CHUNK_HOPS = 256
+
+
+#: audio per segment of :func:`iter_separated`: memory stays that many seconds of stems,
+#: whatever the file's length (an hour of stems at once would be ~5 GB)
+SEGMENT_SECONDS = 30.0
 
 
 def set_threads(threads: int) -> None:
@@ -61,6 +68,80 @@ def separate_array(separator, x: np.ndarray, *, chunk_hops: int = OFFLINE_CHUNK_
     from livestems.model.protocol import stream_offline
 
     return stream_offline(separator, x)
+
+
+def iter_separated(separator, x: np.ndarray, *, segment_samples: int | None = None,
+                   chunk_hops: int = OFFLINE_CHUNK_HOPS) -> Iterator[np.ndarray]:
+    """:func:`separate_array` in pieces: float32 ``[channels, T]`` -> successive aligned stem
+    blocks float32 ``[S, channels, n]`` whose concatenation is ``separate_array(x)``.
+
+    The network's state is carried from piece to piece (the same chunked computation as
+    :meth:`StreamingHybrid.forward`, which it equals), so memory holds about
+    ``segment_samples`` of stems (default :data:`SEGMENT_SECONDS`) however long ``x`` is.
+    Resets ``separator``."""
+    if x.ndim != 2 or x.shape[0] != separator.channels:
+        raise ValueError(f"expected [channels={separator.channels}, time], got {list(x.shape)}")
+    total, lat = int(x.shape[1]), int(separator.latency_samples)
+    seg = int(segment_samples or SEGMENT_SECONDS * separator.sample_rate)
+    if batched_path(separator) == "batched":
+        raw = _raw_batched(separator, x, seg, chunk_hops)
+    else:
+        raw = _raw_step(separator, x, seg)
+    skip, left = lat, total  # output sample j estimates input j - latency
+    for y in raw:
+        if skip:
+            cut = min(skip, y.shape[-1])
+            y, skip = y[..., cut:], skip - cut
+        if left <= 0 or not y.shape[-1]:
+            continue
+        y = y[..., :left]
+        left -= y.shape[-1]
+        yield y
+        if left <= 0:
+            break
+
+
+def _padded_pieces(x: np.ndarray, total_in: int, seg: int) -> Iterator[np.ndarray]:
+    """``x`` followed by zeros up to ``total_in`` samples, ``seg`` at a time."""
+    for a in range(0, total_in, seg):
+        n = min(seg, total_in - a)
+        piece = np.zeros((x.shape[0], n), dtype=np.float32)
+        have = max(0, min(n, x.shape[1] - a))
+        piece[:, :have] = x[:, a:a + have]
+        yield piece
+
+
+def _raw_batched(separator, x, seg, chunk_hops) -> Iterator[np.ndarray]:
+    """The network's streaming output (latency not removed), ``seg`` input samples at a time,
+    through its torch-STFT path in chunks of ``chunk_hops`` hops with carried state."""
+    import torch
+
+    net = separator.module
+    hop = int(net.stft_hop)
+    step = int(chunk_hops) * hop
+    seg = max(step, seg // step * step)  # whole chunks per piece
+    n = -(-(x.shape[1] + separator.latency_samples) // hop) * hop
+    with torch.inference_mode():
+        state = net.initial_state(1, separator.device)
+        for piece in _padded_pieces(x, n, seg):
+            outs = []
+            for a in range(0, piece.shape[1], step):
+                xt = torch.from_numpy(piece[None, :, a:a + step]).to(separator.device)
+                outs.append(net.stream(xt, state)[0].cpu().numpy())
+            yield np.concatenate(outs, axis=-1)
+
+
+def _raw_step(separator, x, seg) -> Iterator[np.ndarray]:
+    """``separator.step`` hop by hop (its streaming output), ``seg`` input samples at a time."""
+    separator.reset()
+    hop = int(separator.hop)
+    seg = max(hop, seg // hop * hop)
+    n = -(-(x.shape[1] + separator.latency_samples) // hop) * hop
+    for piece in _padded_pieces(x, n, seg):
+        out = np.empty((len(separator.sources), piece.shape[0], piece.shape[1]), np.float32)
+        for a in range(0, piece.shape[1], hop):
+            out[..., a:a + hop] = separator.step(np.ascontiguousarray(piece[:, a:a + hop]))
+        yield out
 
 
 @dataclass

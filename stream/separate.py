@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from .audio_io import read_audio, write_audio
+from .audio_io import read_audio
 from .errors import LivestemsError, OutputError
-from .offline import Timer, separate_array
+from .offline import Timer, iter_separated
 
 __all__ = ["separate_file", "SeparateResult", "track_name", "FORMATS", "stem_names",
            "output_target", "output_state", "MANIFEST"]
@@ -197,41 +197,27 @@ def separate_file(
     if rate != separator.sample_rate:
         notes.append(f"resampled {rate} Hz -> {separator.sample_rate} Hz for the model and back")
 
-    with timer.phase("compute_s"):
-        try:
-            y = separate_array(separator, x)
-        except (KeyboardInterrupt, MemoryError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - any model failure: write nothing, say so
-            raise LivestemsError(f"the model failed during separation: "
-                                 f"{type(exc).__name__}: {exc}", path=path,
-                                 fix="check the model file, or try --model center") from exc
-        bad = int(np.size(y) - np.count_nonzero(np.isfinite(y)))
-        if bad:
-            np.nan_to_num(y, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-            notes.append(f"the model produced {bad} NaN/Inf samples: replaced by 0")
-
-    with timer.phase("write_s"):
-        y = _fit(_resample(y.reshape(-1, y.shape[-1]), separator.sample_rate, rate)
-                 .reshape(y.shape[0], y.shape[1], -1), frames)
-        by_name = {s: y[i] for i, s in enumerate(separator.sources)}
-        if ACCOMPANIMENT in available and ACCOMPANIMENT not in by_name:
-            by_name[ACCOMPANIMENT] = np.sum(
-                [y[i] for i, s in enumerate(separator.sources) if s != "vocals"], axis=0
-            ).astype(np.float32)
-        manifest = {"livestems_manifest": 1, "input": str(path), **(ident or {}),
-                    "model": model_id, "format": fmt, "stems": chosen, "sample_rate": rate,
-                    "frames": frames}
-        try:
-            outdir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create the output folder: {exc.strerror or exc}",
-                              path=outdir, fix="choose a writable -o folder") from exc
-        if fmt == "stem.mp4":
+    manifest = {"livestems_manifest": 1, "input": str(path), **(ident or {}),
+                "model": model_id, "format": fmt, "stems": chosen, "sample_rate": rate,
+                "frames": frames}
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder: {exc.strerror or exc}",
+                          path=outdir, fix="choose a writable -o folder") from exc
+    blocks = _model_blocks(separator, x, path, notes, timer)
+    if fmt == "stem.mp4":  # one ffmpeg encode of whole signals
+        with timer.phase("write_s"):
+            y = np.concatenate(list(blocks), axis=-1)
+            y = _fit(_resample(y.reshape(-1, y.shape[-1]), separator.sample_rate, rate)
+                     .reshape(y.shape[0], y.shape[1], -1), frames)
+            by_name = _with_accompaniment({s: y[i] for i, s in enumerate(separator.sources)},
+                                          available)
             _write_manifest(_manifest_path(target, fmt), manifest)
             files = [_write_stem_mp4(target, audio.samples, by_name, rate, notes, force)]
-        else:
-            files = _write_folder(target, by_name, chosen, rate, fmt, notes, manifest)
+    else:  # stem files written piece by piece: memory stays a segment's worth
+        files = _write_folder(target, separator, blocks, chosen, rate, frames, fmt, notes,
+                              manifest, timer)
     return SeparateResult(path, target, files, rate, frames, notes, "done", timer)
 
 
@@ -277,34 +263,135 @@ def remove_stale_partials(target: Path) -> list[Path]:
     return removed
 
 
-def _write_folder(target: Path, by_name, chosen, rate, fmt, notes, manifest) -> list[Path]:
+def _model_blocks(separator, x, path, notes, timer):
+    """The model's aligned stems, segment by segment (:func:`~.offline.iter_separated`), with
+    the time spent counted as compute and non-finite output zeroed (and noted)."""
+    it = iter_separated(separator, x)
+    bad = 0
+    while True:
+        with timer.phase("compute_s"):
+            try:
+                y = next(it, None)
+            except (KeyboardInterrupt, MemoryError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - any model failure: write nothing
+                raise LivestemsError(f"the model failed during separation: "
+                                     f"{type(exc).__name__}: {exc}", path=path,
+                                     fix="check the model file, or try --model center") from exc
+        if y is None:
+            break
+        n_bad = int(np.size(y) - np.count_nonzero(np.isfinite(y)))
+        if n_bad:
+            y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+            bad += n_bad
+        yield y
+    if bad:
+        notes.append(f"the model produced {bad} NaN/Inf samples: replaced by 0")
+
+
+def _with_accompaniment(by_name: dict, available: list[str]) -> dict:
+    if ACCOMPANIMENT in available and ACCOMPANIMENT not in by_name:
+        by_name[ACCOMPANIMENT] = np.sum(
+            [v for s, v in by_name.items() if s != "vocals"], axis=0).astype(np.float32)
+    return by_name
+
+
+_PCM24_MAX = 1.0 - 2.0**-23  # the largest 24-bit FLAC sample, as a float
+
+
+def _write_folder(target: Path, separator, blocks, chosen, rate, frames, fmt, notes, manifest,
+                  timer) -> list[Path]:
+    """Stream ``blocks`` (aligned stems at the model's rate) into ``target/<stem>.<fmt>``:
+    resampled back to ``rate`` and cut or padded to exactly ``frames``, in a hidden temporary
+    folder renamed into place once everything, manifest included, is written."""
+    import soundfile as sf
+
+    from .audio_io import WRITE_FORMATS
+
     remove_stale_partials(target)
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{_PARTIAL}")
+    container, subtype = WRITE_FORMATS[fmt]
+    files, clipped = {}, dict.fromkeys(chosen, 0)
+    sources = list(separator.sources)
+    n_src, channels = len(sources), separator.channels
+    resampler = None
+    if rate != separator.sample_rate:
+        resampler = soxr.ResampleStream(separator.sample_rate, rate, n_src * channels,
+                                        dtype="float32", quality="VHQ")
+    left = frames
+
+    def emit(y):  # y [S, C, n] at the output rate
+        nonlocal left
+        y = y[..., :left]
+        left -= y.shape[-1]
+        by_name = _with_accompaniment({s: y[i] for i, s in enumerate(sources)}, chosen)
+        for stem in chosen:
+            data = by_name[stem]
+            if fmt == "flac":
+                over = (data > _PCM24_MAX) | (data < -1.0)
+                if over.any():
+                    clipped[stem] += int(np.count_nonzero(over))
+                    data = np.clip(data, -1.0, _PCM24_MAX)
+            files[stem].write(np.ascontiguousarray(data.T))
+
     try:
         tmp.mkdir()
         for stem in chosen:
-            clipped = write_audio(tmp / f"{stem}.{fmt}", by_name[stem], rate, fmt)
-            if clipped:
-                notes.append(f"{stem}: {clipped} samples beyond full scale clipped by {fmt}; "
-                             "use --format wav (32-bit float) to keep them")
-        _write_manifest(tmp / MANIFEST, manifest)
-        if target.exists():  # only reached with force: swap, then delete the old one
-            old = target.with_name(f".{target.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    except OSError as exc:
+            files[stem] = sf.SoundFile(tmp / f"{stem}.{fmt}", "w", samplerate=int(rate),
+                                       channels=channels, format=container, subtype=subtype)
+        for y in blocks:
+            with timer.phase("write_s"):
+                if resampler is not None:
+                    z = resampler.resample_chunk(np.ascontiguousarray(
+                        y.reshape(n_src * channels, -1).T))
+                    y = np.ascontiguousarray(z.T).reshape(n_src, channels, -1)
+                if left > 0 and y.shape[-1]:
+                    emit(y)
+        with timer.phase("write_s"):
+            if resampler is not None and left > 0:
+                z = resampler.resample_chunk(np.zeros((0, n_src * channels), np.float32),
+                                             last=True)
+                emit(np.ascontiguousarray(z.T).reshape(n_src, channels, -1))
+            if left > 0:  # resampling may end a few samples short: pad to the exact length
+                emit(np.zeros((n_src, channels, left), np.float32))
+            for stem in chosen:
+                files.pop(stem).close()
+                if sf.info(tmp / f"{stem}.{fmt}").frames != frames:
+                    raise OSError(f"short write of {stem}.{fmt}")
+            for stem, n in clipped.items():
+                if n:
+                    notes.append(f"{stem}: {n} samples beyond full scale clipped by {fmt}; "
+                                 "use --format wav (32-bit float) to keep them")
+            _write_manifest(tmp / MANIFEST, manifest)
+            if target.exists():  # only reached with force: swap, then delete the old one
+                old = target.with_name(f".{target.name}.old")
+                if old.exists():
+                    shutil.rmtree(old)
+                target.rename(old)
+                tmp.rename(target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(target)
+    except (OSError, sf.SoundFileError) as exc:
+        _close_all(files)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"cannot write output: {exc.strerror or exc}", path=target,
-                          fix="check the folder is writable and has free space") from exc
+        reason = getattr(exc, "strerror", None) or getattr(exc, "error_string", None) or exc
+        raise OutputError("cannot write output", expected="a writable folder with free space",
+                          got=str(reason), path=target,
+                          fix="check free space and permissions of the output folder") from exc
     except BaseException:
+        _close_all(files)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return [target / f"{stem}.{fmt}" for stem in chosen]
+
+
+def _close_all(files: dict) -> None:
+    for f in files.values():
+        try:
+            f.close()
+        except Exception:  # noqa: BLE001 - closing a file whose write failed; it is removed
+            pass
 
 
 def _write_stem_mp4(target: Path, mixture, by_name, rate, notes, force) -> Path:
