@@ -285,11 +285,18 @@ def _proc_lib():
             try:
                 _PROC = importlib.import_module(name)
             except ImportError:
+                import os
+                import tempfile
+
                 ffi = cffi.FFI()
                 ffi.cdef(_PROC_CDEF)
                 ffi.set_source(name, _PROC_SRC, libraries=["jack"], extra_compile_args=["-O2"])
                 try:
-                    ffi.compile(tmpdir=str(out), verbose=False)
+                    # built aside, then renamed into place: another process building or
+                    # importing it at the same time never sees half a file
+                    with tempfile.TemporaryDirectory(dir=out) as tmp:
+                        built = Path(ffi.compile(tmpdir=tmp, verbose=False))
+                        os.replace(built, out / built.name)
                 except Exception as exc:  # a compiler or libjack's headers are missing
                     raise AudioBackendError(
                         "cannot build the native JACK callback",
