@@ -32,8 +32,8 @@ def add_parser(sub) -> None:
                    help="run JACK's process callback in C, through the C API's lock-free "
                         "rings (bridge/, `make -C bridge` first): a busy Python (the model "
                         "worker, the garbage collector) can then never make JACK's thread "
-                        "wait. Same ports, latency and MIDI mapping (--map); --key and --view "
-                        "are not available with it (docs/LIVE.md)")
+                        "wait. Same ports, latency, MIDI mapping (--map) and --view; --key is "
+                        "not available with it (docs/LIVE.md)")
 
 
 def add_jack_arguments(p) -> None:
@@ -130,7 +130,7 @@ def serve_native(args) -> int:
     from .backends.common import write_stats_json
     from .backends.jack_native import NativeJackHost
 
-    refused = [o for o, on in (("--key", args.key is not None), ("--view", args.view),
+    refused = [o for o, on in (("--key", args.key is not None),
                                ("--rt-priority", bool(args.rt_priority))) if on]
     if refused:
         print(f"error: {', '.join(refused)} cannot be used with --native (the C callback "
@@ -175,7 +175,17 @@ def serve_native(args) -> int:
         print("ports: " + " ".join(p.name for p in host.inports + host.outports)
               + f" {host.midi_in.name}", flush=True)
         try:
-            host.run(args.seconds)
+            if args.view:
+                from .cmd_midi import MidiView
+                from .live_view import LiveView
+
+                title = f"livestems jack --native: client {host.name}"
+                view = (MidiView(title, host.stats, host.levels, ctl) if ctl is not None
+                        else LiveView(title, host.stats, host.levels))
+                with view:
+                    host.run(args.seconds, tick=view.tick)
+            else:
+                host.run(args.seconds)
         except KeyboardInterrupt:
             pass
     finally:

@@ -23,7 +23,7 @@ host's :class:`~livestems.stream.params.ParamSet` drives the mixer of the C API'
 (a Python :class:`~livestems.bridge.host.BridgeEngine` in this interpreter), so ``--map`` files
 work the same. ``midi="capi"`` hands the events to ``livestems_midi`` instead (the C API's
 fixed mapping: MIDI channel k drives stem k, CC 7 gain, CC 20 mute, CC 21 solo). Not on this
-path (yet): MIDI feedback, ``--key``, ``--view``.
+path (yet): MIDI feedback and ``--key``.
 
 JACK frame times map to the engine's stream as in the
 Python host (:class:`~livestems.stream.backends.jack.FrameClock`, ported to C:
@@ -46,7 +46,7 @@ import jack
 from livestems.dsp.kernels import db_to_gain
 
 from ..params import ParamSet, stem_params
-from .common import AudioBackendError, ServerShutdownError
+from .common import AudioBackendError, ServerShutdownError, live_stats
 from .jack import CAPTURE, _api, _open_client, port_layout
 
 __all__ = ["NativeJackHost", "library_path"]
@@ -77,6 +77,7 @@ _PROC_CDEF = """
         uint8_t midi_len[256];
         uint8_t midi_data[4096];
         uint64_t midi_dropped;
+        float peak[64];
     } ls_jack_state;
     int ls_jack_process(uint32_t nframes, void *arg);
     int ls_jack_midi_read(ls_jack_state *s, uint32_t *time, uint8_t *data, uint32_t *len);
@@ -116,6 +117,7 @@ typedef struct {
     uint8_t midi_len[256];
     uint8_t midi_data[4096];    /* 256 slots of 16 bytes */
     uint64_t midi_dropped;      /* events longer than 16 bytes, or the ring full */
+    float peak[64];             /* per output: the largest |sample| of the last cycle (meters) */
 } ls_jack_state;
 
 /* Python's control thread: the oldest event (1), or none (0). */
@@ -210,6 +212,14 @@ int ls_jack_process(uint32_t nframes, void *arg) {
         }
         if (((ls_process_t)s->process_fn)(h, in, 2, out, s->n_out, nframes) != 0)
             __atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
+    }
+    for (uint32_t i = 0; i < s->n_out; i++) {
+        float m = 0.0f;
+        for (uint32_t k = 0; k < nframes; k++) {
+            float v = out[i][k] < 0.0f ? -out[i][k] : out[i][k];
+            if (v > m) m = v;
+        }
+        s->peak[i] = m;  /* a racy read is fine for a meter */
     }
     __atomic_add_fetch(&s->cycles, 1, __ATOMIC_RELEASE);
     return 0;
@@ -539,7 +549,9 @@ class NativeJackHost:
         st = self._c_stats(self._handle)
         return int(st["sample_rate"])
 
-    def run(self, seconds: float | None = None, tick_s: float = 0.1) -> None:
+    def run(self, seconds: float | None = None, tick=None, tick_s: float = 0.1) -> None:
+        """Main thread: serve until ``seconds`` pass, ``tick()`` returns False, or the server
+        shuts down (then :class:`ServerShutdownError`)."""
         end = None if seconds is None else time.monotonic() + seconds
         while True:
             if self.shutdown_event.wait(tick_s):
@@ -548,6 +560,8 @@ class NativeJackHost:
                     got=self.shutdown_reason or "no reason given",
                     fix="restart jackd, then livestems jack")
             self.poll()
+            if tick is not None and tick() is False:
+                return
             if end is not None and time.monotonic() >= end:
                 return
 
@@ -563,22 +577,37 @@ class NativeJackHost:
             "worst_hop_ms", "worker_failed")}
 
     def stats(self) -> dict:
+        """The Python host's counters (:func:`live_stats` of the engine behind the handle)
+        with the audio side's from C (misses, calls) and this path's own."""
         c = self._c_stats(self._handle)
+        eng = self._bridge_engine(self._handle)
         s = self._state
-        out = dict(c)
+        out = live_stats(
+            eng, backend="jack-native", client=self.name, xruns=self.xruns,
+            resample_quality=self.resample_quality, safety_ms=self.safety_ms,
+            warmup_hop_ms=self.warmup_hop_ms, cycles=int(s.cycles), errors=int(s.errors),
+            silent_cycles=int(s.silent_cycles), midi_events=int(s.midi_events),
+            midi_dropped=int(s.midi_dropped), frame_gaps=int(s.frame_gaps),
+            frame_repeats=int(s.frame_repeats), frames_filled=int(s.frames_filled),
+            frame_slips=int(s.frame_slips),
+            first_frame=None if s.first_frame < 0 else int(s.first_frame),
+            ports=[p.name for p in self.outports], shutdown_reason=self.shutdown_reason,
+            process_calls=c.get("process_calls", 0), worst_hop_ms=c.get("worst_hop_ms", 0.0))
+        # the audio side is C: its miss counters are the C API's (engines before a rebuild
+        # included)
         out["deadline_misses"] = c.get("deadline_misses", 0) + self._old_stats["deadline_misses"]
+        out["missed_samples"] = c.get("missed_frames", 0)
         out["hops_processed"] = c.get("hops_processed", 0) + self._old_stats["hops_processed"]
-        out.update(backend="jack-native", client=self.name, block_size=self.block_size,
-                   safety_ms=self.safety_ms, warmup_hop_ms=self.warmup_hop_ms,
-                   resample_quality=self.resample_quality, xruns=self.xruns,
-                   cycles=int(s.cycles), errors=int(s.errors),
-                   silent_cycles=int(s.silent_cycles), midi_events=int(s.midi_events),
-                   midi_dropped=int(s.midi_dropped),
-                   frame_gaps=int(s.frame_gaps), frame_repeats=int(s.frame_repeats),
-                   frames_filled=int(s.frames_filled), frame_slips=int(s.frame_slips),
-                   first_frame=None if s.first_frame < 0 else int(s.first_frame),
-                   ports=[p.name for p in self.outports], shutdown_reason=self.shutdown_reason,
-                   worker_error=None if not c.get("worker_failed") else "the model failed")
+        if c.get("worker_failed") and out["worker_error"] is None:
+            out["worker_error"] = "the model failed"
+        return out
+
+    def levels(self) -> dict[str, float]:
+        """Peak level of the last cycle per output pair (racy read; for meters only)."""
+        p = [float(self._state.peak[i]) for i in range(len(self.outports))]
+        out = {s: max(p[2 * i], p[2 * i + 1]) for i, s in enumerate(self.sources)}
+        k = 2 * len(self.sources)
+        out["mix"], out["karaoke"] = max(p[k], p[k + 1]), max(p[k + 2], p[k + 3])
         return out
 
     def close(self) -> None:
