@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .ship import strip_paths as _strip_paths
 
-__all__ = ["Recipe", "RECIPES", "CampaignError", "CampaignPaths", "restore", "save",
+__all__ = ["Recipe", "SynthSet", "RECIPES", "CampaignError", "CampaignPaths", "restore", "save",
            "plot_curve", "train_config"]
 
 
@@ -37,33 +37,61 @@ class CampaignError(ValueError):
 
 
 @dataclass(frozen=True)
+class SynthSet:
+    """Songs from ``livestems synth``: ``tracks`` songs of ``seconds`` from seed ``seed``,
+    sung by ``voices`` (its --voices; None: the default espeak singer), with singers made
+    from the real training vocals when ``real_vocals`` (the validation song left out), and
+    ``share`` of the training draws."""
+
+    tracks: int
+    seconds: float
+    seed: int
+    share: float
+    voices: str | None = None
+    real_vocals: bool = False
+
+    def folder(self, root: Path) -> Path:
+        kind = "synth-voices" if self.voices or self.real_vocals else "synth"
+        return root / "runs" / "data" / f"{kind}-s{self.seed}-{self.tracks}x{self.seconds:g}s"
+
+    def synth_args(self, real: Path, valid_song: str) -> list[str]:
+        """``livestems synth`` arguments after OUTDIR."""
+        args = ["--tracks", str(self.tracks), "--seconds", f"{self.seconds:g}",
+                "--seed", str(self.seed)]
+        if self.voices:
+            args += ["--voices", self.voices]
+        if self.real_vocals:
+            args += ["--real-vocals", str(real), "--real-vocals-skip", valid_song]
+        return args
+
+
+@dataclass(frozen=True)
 class Recipe:
     """One campaign's recipe. ``options`` are :class:`~livestems.model.train.TrainConfig`
     fields of the trajectory (fixed for the life of the run); ``real_share`` is the real
-    stems' share of the training draws, the synthetic songs' being the rest."""
+    stems' share of the training draws, each synthetic set's is its own; ``history`` says
+    how earlier steps of the run differed (data added later, say)."""
 
     name: str
     preset: str
-    synth_tracks: int
-    synth_seconds: float
-    synth_seed: int
+    synth: tuple
     real_share: float
     valid_song: str
     options: dict = field(hash=False)
     cadence: dict = field(hash=False)
-
-    def synth_dir(self, root: Path) -> Path:
-        return root / "runs" / "data" / (f"synth-s{self.synth_seed}-{self.synth_tracks}x"
-                                         f"{self.synth_seconds:g}s")
+    history: str = ""
 
 
 RECIPES: dict[str, Recipe] = {
     "rt-small": Recipe(
         name="rt-small", preset="rt-small",
-        # livestems synth seeds 0..159 (never the held-out seeds >= 10000), 12 s each
-        synth_tracks=160, synth_seconds=12.0, synth_seed=0,
+        # livestems synth (never the held-out seeds >= 10000): seeds 0..159 sung by espeak-ng,
+        # seeds 200..259 by Festival/HTS/flite voices and singers made from the real vocals
+        synth=(SynthSet(tracks=160, seconds=12.0, seed=0, share=0.15),
+               SynthSet(tracks=60, seconds=12.0, seed=200, share=0.35,
+                        voices="espeak,festival,hts,flite", real_vocals=True)),
         # shared/data/train-real, 6.Caesium held out for validation
-        real_share=0.6, valid_song="6.Caesium",
+        real_share=0.5, valid_song="6.Caesium",
         options=dict(seed=0, batch_size=4, segment_seconds=2.0, lr=1e-3, warmup_steps=200,
                      schedule="constant", stft_loss=0.5, clip_grad=5.0, remix=0.5,
                      epoch_size=0, steps=100_000),
@@ -88,9 +116,8 @@ class CampaignPaths:
     def run(self) -> Path:  # git-ignored, this machine's
         return self.root / "runs" / self.recipe.name
 
-    @property
-    def synth(self) -> Path:
-        return self.recipe.synth_dir(self.root)
+    def synth(self) -> list[Path]:
+        return [s.folder(self.root) for s in self.recipe.synth]
 
 
 def train_config(paths: CampaignPaths, real: Path, *, minutes: float | None, threads: int | None,
@@ -103,7 +130,7 @@ def train_config(paths: CampaignPaths, real: Path, *, minutes: float | None, thr
     if not (valid.is_dir()):
         raise CampaignError(f"{valid}: the validation song is missing; expected the real "
                             f"stems folder with {r.valid_song}/ in it. Fix: --real DIR")
-    data = [f"{real}:{r.real_share}", f"{paths.synth}:{1.0 - r.real_share}"]
+    data = [f"{real}:{r.real_share}"] + [f"{s.folder(paths.root)}:{s.share}" for s in r.synth]
     return TrainConfig(data=data, out=str(paths.run), preset=r.preset, valid=str(valid),
                        budget_minutes=minutes, threads=threads, device=device,
                        stop_after_steps=stop_after_steps, **r.options, **r.cadence)

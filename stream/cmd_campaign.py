@@ -63,13 +63,17 @@ def _real_dir(args, root: Path) -> Path:
     return real
 
 
-def _synth(paths, jobs: int) -> int:
+def _synth(paths, real: Path, jobs: int) -> int:
+    """Render (or complete) each synthetic set of the recipe; the first failure's code."""
     r = paths.recipe
-    cmd = [sys.executable, "-m", "livestems.stream", "synth", str(paths.synth),
-           "--tracks", str(r.synth_tracks), "--seconds", f"{r.synth_seconds:g}",
-           "--seed", str(r.synth_seed), "--jobs", str(jobs)]
-    print("synthetic data: " + " ".join(cmd[2:]), file=sys.stderr)
-    return subprocess.call(cmd)
+    for s in r.synth:
+        cmd = [sys.executable, "-m", "livestems.stream", "synth", str(s.folder(paths.root)),
+               *s.synth_args(real, r.valid_song), "--jobs", str(jobs)]
+        print("synthetic data: livestems " + " ".join(cmd[3:]), file=sys.stderr)
+        code = subprocess.call(cmd)
+        if code:
+            return code
+    return 0
 
 
 def _status(paths) -> int:
@@ -130,7 +134,7 @@ def run(args) -> int:
             save(paths, log=log)
             return 0
         real = _real_dir(args, root)
-        if _synth(paths, args.jobs) != 0:
+        if _synth(paths, real, args.jobs) != 0:
             print("error: rendering the synthetic songs failed (above)", file=sys.stderr)
             return 1
         restore(paths, log=log)

@@ -7,13 +7,15 @@ import shutil
 
 import torch
 
-from livestems.model.campaign import CampaignPaths, Recipe, read_log, restore, save, train_config
+from livestems.model.campaign import (CampaignPaths, Recipe, SynthSet, read_log, restore, save,
+                                     train_config)
 from livestems.model.checkpoint import load_model
 from livestems.model.train import train
 
 from test_train import write_musdb
 
-RECIPE = Recipe(name="tiny", preset="rt-tiny", synth_tracks=2, synth_seconds=1.0, synth_seed=0,
+RECIPE = Recipe(name="tiny", preset="rt-tiny",
+                synth=(SynthSet(tracks=2, seconds=1.0, seed=0, share=0.4),),
                 real_share=0.6, valid_song="000003",
                 options=dict(seed=0, batch_size=2, segment_seconds=0.1, lr=1e-3, warmup_steps=2,
                              schedule="constant", stft_loss=0.5, clip_grad=5.0, remix=0.5,
@@ -25,7 +27,7 @@ RECIPE = Recipe(name="tiny", preset="rt-tiny", synth_tracks=2, synth_seconds=1.0
 def machine(root, real):
     """A repository checkout with its own runs/ (synthetic data rendered there)."""
     paths = CampaignPaths(root, RECIPE)
-    write_musdb(paths.synth, [0, 1])
+    write_musdb(paths.synth()[0], [0, 1])
     return paths
 
 
@@ -65,3 +67,20 @@ def test_campaign_saved_on_one_machine_resumes_exactly_on_another(tmp_path):
     save(c, log=lambda m: None)
     assert json.loads((c.campaign / "resume" / "state.json").read_text())["step"] == 8
     assert len(list((tmp_path / "c" / "campaign").iterdir())) == 1  # swapped, nothing left over
+
+
+def test_the_recipe_never_trains_on_the_validation_singer(tmp_path):
+    """The rt-small recipe's synthetic singers made from real vocals leave the validation song
+    out, and every set's songs come from seeds below the held-out range."""
+    from livestems.model.campaign import RECIPES
+    from livestems.model.train import HELDOUT_SEED
+
+    r = RECIPES["rt-small"]
+    for s in r.synth:
+        args = s.synth_args(tmp_path / "real", r.valid_song)
+        if s.real_vocals:
+            assert args[args.index("--real-vocals-skip") + 1] == r.valid_song
+        assert s.seed + s.tracks <= HELDOUT_SEED
+    folders = [s.folder(tmp_path) for s in r.synth]
+    assert len(set(folders)) == len(folders)
+    assert r.real_share + sum(s.share for s in r.synth) == 1.0
