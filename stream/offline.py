@@ -152,7 +152,8 @@ class Timer:
     decode_s: float = 0.0
     compute_s: float = 0.0
     write_s: float = 0.0
-    #: wall-clock (epoch) start and end of the compute phase, to measure overlap across workers
+    #: wall-clock (epoch) start of the first compute phase and end of the last, to measure
+    #: how the workers' compute overlapped
     compute_span: tuple[float, float] = (0.0, 0.0)
 
     def phase(self, name: str):
@@ -174,6 +175,7 @@ class _Phase:
     def __exit__(self, *exc):
         setattr(self.timer, self.name,
                 getattr(self.timer, self.name) + time.perf_counter() - self.t0)
-        if self.name == "compute_s":
-            self.timer.compute_span = (self.wall0, time.time())
+        if self.name == "compute_s":  # from the first compute phase's start to the last end
+            start = self.timer.compute_span[0] or self.wall0
+            self.timer.compute_span = (start, time.time())
         return False

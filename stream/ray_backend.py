@@ -87,11 +87,13 @@ def ray_backend(address: str):
                                         f" {reason}); the run went on without it")
                 feed(actor)
                 yield out
-        finally:
-            for ref in running:
-                ray.cancel(ref, force=True)
+        finally:  # interrupted, or done: stop the actors (a file in flight is abandoned; its
+            # hidden temporary folder is removed by the next run that writes that track)
             for a in actors:
-                ray.kill(a)
+                try:
+                    ray.kill(a)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
 
     return run
 
