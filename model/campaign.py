@@ -93,7 +93,7 @@ RECIPES: dict[str, Recipe] = {
         # shared/data/train-real, 6.Caesium held out for validation
         real_share=0.5, valid_song="6.Caesium",
         options=dict(seed=0, batch_size=4, segment_seconds=2.0, lr=1e-3, warmup_steps=200,
-                     schedule="constant", stft_loss=0.5, clip_grad=5.0, remix=0.5,
+                     schedule="constant", stft_loss=0.02, clip_grad=5.0, remix=0.5,
                      epoch_size=0, steps=100_000),
         cadence=dict(valid_every=250, valid_seconds=10.0, checkpoint_every=100,
                      checkpoint_minutes=5.0, log_every=25),
