@@ -67,7 +67,7 @@ def test_karaoke_through_portaudio_equals_separate(jackd_44k, tmp_path):
     want = sf.read(tmp_path / "ref" / "song" / "accompaniment.wav", dtype="float32")[0].T
     stats = tmp_path / "stats.json"
     proc = subprocess.Popen([sys.executable, "-m", "livestems.stream", "karaoke", "--no-view",
-                             "--block", "256", "--stats", str(stats)], env=jackd_44k.env(),
+                             "--block", "256", "--safety-ms", "0", "--stats", str(stats)], env=jackd_44k.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lat = None
