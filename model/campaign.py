@@ -197,7 +197,10 @@ def save(paths: CampaignPaths, log=print) -> Path:
         first = json.loads((tmp / "train.json").read_text())
         (tmp / "train.json").write_text(json.dumps(_strip_paths(first), indent=1) + "\n")
     if (tmp / "log.jsonl").is_file():
-        plot_curve(tmp / "log.jsonl", tmp / "curve.png", title=paths.recipe.name)
+        weight = json.loads((tmp / "train.json").read_text())["fixed"].get("stft_loss") \
+            if (tmp / "train.json").is_file() else None
+        plot_curve(tmp / "log.jsonl", tmp / "curve.png", title=paths.recipe.name,
+                   stft_weight=weight)
     old = camp.with_name(f".{camp.name}.old-{os.getpid()}")
     if camp.exists():
         os.replace(camp, old)
@@ -223,7 +226,8 @@ def read_log(path: Path) -> tuple[list[tuple[int, float]], list[dict]]:
     return losses, valids
 
 
-def plot_curve(log_path: Path, png: Path, title: str = "") -> Path:
+def plot_curve(log_path: Path, png: Path, title: str = "", stft_weight: float | None = None
+               ) -> Path:
     """The learning curve: training loss (raw and smoothed) and validation nSDR per source."""
     import matplotlib
 
@@ -242,7 +246,8 @@ def plot_curve(log_path: Path, png: Path, title: str = "") -> Path:
         a.set_yscale("log")
         a.legend()
     a.set_xlabel("step")
-    a.set_ylabel("training loss (L1 + 0.5 MR-STFT)")
+    a.set_ylabel("training loss" + (f" (L1 + {stft_weight:g} x MR-STFT)" if stft_weight
+                                     else " (L1)" if stft_weight == 0 else ""))
     if valids:
         steps = [v["step"] for v in valids]
         names = [k for k in valids[0]["valid"] if k != "mean"]
