@@ -85,7 +85,10 @@ def test_native_callback_runs_while_python_holds_the_gil(jackd):
         print(f"GIL held {HOLD_S} s: native {native_cycles} cycles, Python host "
               f"{python_cycles} (a period is 5.3 ms: {HOLD_S / (256 / 48000):.0f} expected)")
         assert native_cycles >= 0.5 * HOLD_S * 48000 / 256
-        assert python_cycles <= 2  # at most one cycle that had started before the hold
+        # the Python host cannot run while the GIL is held: what it counts comes from the
+        # edges (a cycle started before the hold; callbacks that were waiting for the GIL and
+        # ran between its release and the read: 3 seen in CI), not from the 0.3 s itself
+        assert python_cycles <= native_cycles // 10, (python_cycles, native_cycles)
         time.sleep(0.3)
         st = nat.stats()
         assert st["cycles"] > c1  # still running
