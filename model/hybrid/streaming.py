@@ -500,6 +500,7 @@ class StreamingHybrid:
         n_out = len(self.sources) * self.channels
         self._out = np.zeros((len(self.sources), self.channels, self.hop), dtype=np.float32)
         self._out_flat = self._out.reshape(n_out, self.hop)
+        self._out_t = torch.from_numpy(self._out)  # a view, for the projection
         if stft == "dsp":
             self._stft = StreamSTFT(net.n_fft, net.stft_hop, self.channels,
                                     net.analysis_window, pad_start=net.n_fft - net.stft_hop,
@@ -690,7 +691,7 @@ class StreamingHybrid:
         net = self.module
         if net.mix_delay is not None:
             with torch.inference_mode():
-                out = torch.from_numpy(self._out)
+                out = self._out_t
                 out.copy_(net.project(torch.from_numpy(x)[None], out[None], self._state)[0])
         return self._out
 
