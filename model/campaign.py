@@ -97,6 +97,9 @@ RECIPES: dict[str, Recipe] = {
                      epoch_size=0, steps=100_000),
         cadence=dict(valid_every=250, valid_seconds=10.0, checkpoint_every=100,
                      checkpoint_minutes=5.0, log_every=25),
+        history="run 3 (2026-12-06): rt-small with a power-law compressed spectrum input and "
+                "a per-bin mask refiner, from scratch; runs 1-2 (plain input, no refiner) are "
+                "in git history before this change",
     ),
 }
 

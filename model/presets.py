@@ -11,7 +11,9 @@ against the built networks.
 - ``rt-small``: 1.5 times rt-tiny's width, one frame of look-ahead (latency 512 = 11.6 ms at
   44.1 kHz), two frames per call like rt-tiny; its spectrogram branch gives softmax masks over
   the mixture spectrum and the stems are projected to sum to the input (mixture consistency:
-  it cannot add to the mix what is not there). Sized so that the per-hop p99 stays within
+  it cannot add to the mix what is not there). The branch reads the spectrum power-law
+  compressed (magnitude ** 0.3, phase kept), and a per-bin refiner (16 wide) adds single-bin
+  detail to the masks. Sized so that the per-hop p99 stays within
   half the hop on one thread of the 2-core machine (docs/MODEL.md).
 - ``rt-base``: GPU: 32 channels, n_fft 2048, two LSTM layers, attention over 16 frames, one
   frame of look-ahead (hop 512, latency 1024 = 23.2 ms).
@@ -54,8 +56,9 @@ PRESETS: dict[str, Preset] = {
                       latency_samples=256,
                       target="2-core CPU real time"),
     "rt-small": Preset("rt-small", dict(channels=12, residual_depth=1, norm_starts=2,
-                                        lookahead=1, output="mask", consistency=True),
-                       params=496206, hop=512, hop_frames=2, lookahead_frames=1,
+                                        lookahead=1, output="mask", consistency=True,
+                                        spec_power=0.3, refine=16),
+                       params=496678, hop=512, hop_frames=2, lookahead_frames=1,
                        latency_samples=512,
                        target="2-core CPU real time, masks"),
     "rt-base": Preset("rt-base", dict(channels=32, n_fft=2048, stft_hop=512,

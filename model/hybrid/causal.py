@@ -52,11 +52,27 @@ CAUSAL_DEFAULTS = dict(
     kernel_size=8, stride=4, context=1, norm_starts=0, norm_groups=4, residual_depth=2,
     residual_compress=4, residual_init=1e-3, lstm_layers=1, attn_frames=0, attn_heads=4,
     lookahead=0, freq_emb=0.2, emb_scale=10.0, samplerate=44100, output="cac",
-    consistency=False,
+    consistency=False, spec_power=1.0, refine=0,
 )
 
 #: what the spectrogram branch's last layer means (``output``)
 OUTPUTS = ("cac", "mask")
+
+
+#: added to |z|^2 before the power of :func:`compress_cac` (finite gradient at silence)
+COMPRESS_EPS = 1e-8
+
+
+def compress_cac(spec: torch.Tensor, power: float, dim: int) -> torch.Tensor:
+    """Power-law compression of a complex-as-channels spectrum: the (re, im) pairs are
+    interleaved along ``dim`` (channel ``2c`` real, ``2c + 1`` imaginary); each pair is
+    scaled by ``(re^2 + im^2 + eps) ** ((power - 1) / 2)``. ``power == 1``: ``spec`` itself."""
+    if power == 1.0:
+        return spec
+    shape = list(spec.shape)
+    pairs = spec.unflatten(dim, (shape[dim] // 2, 2))
+    mag2 = (pairs * pairs).sum(dim=dim + 1, keepdim=True)
+    return (pairs * (mag2 + COMPRESS_EPS) ** (0.5 * (power - 1.0))).flatten(dim, dim + 1)
 
 
 def _n_bins_path(n_bins: int, kernel: int, stride: int) -> int:
@@ -197,6 +213,17 @@ class CausalHybridNet(nn.Module):
         consistency: project the summed branches so the stems add up to the input exactly
             (mixture consistency: the mean of the residual ``input - sum of stems`` is
             added to every stem, the input delayed by the latency).
+        spec_power: power-law compression of the spectrum the spectrogram branch reads:
+            each complex bin ``z`` becomes ``z * |z| ** (spec_power - 1)`` (phase kept,
+            magnitude raised to ``spec_power``). 1 (default): the scaled spectrum as is;
+            0.3 squeezes music's 60-80 dB of per-bin range into ~20 dB, so quiet partials
+            reach the first convs at a usable level. Only the input changes: masks still
+            apply to the uncompressed mixture.
+        refine: with masks, the hidden width of a per-bin mask refiner (0: none): a two-layer
+            1x1 network over the decoder's mask logits and the (compressed) mixture spectrum
+            of the same bin, added to the logits. The decoders see the spectrum four bins to
+            a position or coarser; the refiner gives the masks single-bin detail (harmonics
+            a few bins apart) for little compute. Its last layer starts at zero.
     """
 
     def __init__(self, sources, **kwargs):
@@ -215,6 +242,9 @@ class CausalHybridNet(nn.Module):
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
         self.consistency = bool(cfg["consistency"])
+        self.spec_power = float(cfg["spec_power"])
+        if not 0.0 < self.spec_power <= 1.0:
+            raise ValueError(f"spec_power must be in (0, 1], got {self.spec_power}")
         if self.lookahead < 0:
             raise ValueError(f"lookahead must be >= 0 frames, got {self.lookahead}")
         n_bins = self.n_fft // 2
@@ -297,6 +327,15 @@ class CausalHybridNet(nn.Module):
         # mask output: the mixture spectrum, delayed to the decoders' frames
         self.mask_delay = (Delay((2 * C, n_bins), self.lookahead)
                            if self.output == "mask" else None)
+        self.refiner = None
+        if int(cfg["refine"]):
+            if self.output != "mask":
+                raise ValueError("refine needs output='mask'")
+            width, s_c = int(cfg["refine"]), len(self.sources) * C
+            self.refiner = nn.Sequential(nn.Conv2d(2 * s_c + 2 * C, width, 1), nn.GELU(),
+                                         nn.Conv2d(width, s_c, 1))
+            nn.init.zeros_(self.refiner[2].weight)
+            nn.init.zeros_(self.refiner[2].bias)
         # mixture consistency: the input, delayed to the stems' samples
         self.mix_delay = Delay((C,), self.latency_samples) if self.consistency else None
         # the torch STFT path's own context (used by forward() and the GPU step)
@@ -337,7 +376,7 @@ class CausalHybridNet(nn.Module):
             waveform branch ``lookahead`` frames late (not yet aligned with the inverse STFT),
             and the spectrogram branch's CaC output for frames ``j - lookahead``.
         """
-        x = spec
+        x = compress_cac(spec, self.spec_power, dim=1)
         skips, skips_t = [], []
         for idx, (enc, tenc) in enumerate(zip(self.freq_encoder, self.time_encoder)):
             xt = tenc(xt, state)
@@ -373,7 +412,11 @@ class CausalHybridNet(nn.Module):
         spec = self.mask_delay(spec, state)
         b, _, f, n = out.shape
         s, c = len(self.sources), self.audio_channels
-        share = torch.softmax(out.view(b, s, c, 2, f, n)[:, :, :, 0], dim=1)
+        logits = out.view(b, s, c, 2, f, n)[:, :, :, 0]
+        if self.refiner is not None:
+            feat = torch.cat([out, compress_cac(spec, self.spec_power, dim=1)], dim=1)
+            logits = logits + self.refiner(feat).view(b, s, c, f, n)
+        share = torch.softmax(logits, dim=1)
         return (share[:, :, :, None] * spec.view(b, 1, c, 2, f, n)).reshape(b, 2 * s * c, f, n)
 
     def project(self, x: torch.Tensor, out: torch.Tensor, state: State) -> torch.Tensor:

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from livestems.dsp.stft import StreamISTFT, StreamSTFT
 
 from ..protocol import check_forward_input, check_step_input
-from .causal import CausalHybridNet
+from .causal import CausalHybridNet, compress_cac
 
 __all__ = ["StreamingHybrid"]
 
@@ -93,6 +93,12 @@ class _FastHop(nn.Module):
     def __init__(self, net, frames: int):
         super().__init__()
         self.T = T = int(frames)
+        self.spec_power = net.spec_power
+        self.refine = None
+        if getattr(net, "refiner", None) is not None:  # 1x1 convs -> linear, channels last
+            r = net.refiner
+            self.refine = tuple(t.detach() for t in (r[0].weight[:, :, 0, 0], r[0].bias,
+                                                     r[2].weight[:, :, 0, 0], r[2].bias))
         self.shapes: dict[str, tuple[int, ...]] = {}
         if len(net.specs) != len(net.freq_encoder) or not all(s.freq for s in net.specs):
             raise _Unsupported("layers after the merge")
@@ -410,7 +416,7 @@ class _FastHop(nn.Module):
     def forward(self, x, spec, *state):
         st = dict(zip(self.keys, state))
         new: dict[str, torch.Tensor] = {}
-        xt, z = x.t(), spec
+        xt, z = x.t(), compress_cac(spec, self.spec_power, dim=2)
         skips, skips_t = [], []
         for idx, (pt, pz) in enumerate(zip(self.enc_t, self.enc_z)):
             xt = self._run_tenc(pt, xt, st, new)
@@ -440,7 +446,13 @@ class _FastHop(nn.Module):
         if self.mask is not None:  # as CausalHybridNet.head, channels last
             delay, s, c, f = self.mask
             z = self._run_delay(delay, spec, st, new, self.T)
-            share = torch.softmax(y.view(self.T, f, s, c, 2)[..., 0], dim=2)
+            logits = y.view(self.T, f, s, c, 2)[..., 0]
+            if self.refine is not None:
+                w1, b1, w2, b2 = self.refine
+                feat = torch.cat([y, compress_cac(z, self.spec_power, dim=2)], dim=2)
+                hid = _gelu(F.linear(feat, w1, b1))
+                logits = logits + F.linear(hid, w2, b2).view(self.T, f, s, c)
+            share = torch.softmax(logits, dim=2)
             y = (share[..., None] * z.view(self.T, f, 1, c, 2)).view(self.T, f, 2 * s * c)
         return (xt, y) + tuple(new[k] for k in self.keys)
 

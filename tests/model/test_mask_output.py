@@ -61,3 +61,50 @@ def test_direct_output_without_projection_is_what_rt_tiny_ships():
     assert net.mask_delay is None and net.mix_delay is None
     with pytest.raises(ValueError, match="output must be one of cac, mask"):
         CausalHybridNet(SOURCES, output="masks")
+
+
+def test_refined_masks_and_compressed_input_stream_as_they_compute_offline():
+    """rt-small's per-bin refiner and power-law input: the CPU fast hop covers them, and live
+    output is the offline computation, with weights that are not the refiner's zero start."""
+    net = build_preset_net("rt-small", seed=5).eval()
+    assert net.spec_power == 0.3 and net.refiner is not None
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in net.refiner.parameters():
+            p.normal_(std=0.5)
+    sep = StreamingHybrid(net, hop_frames=2)
+    assert sep.fast_error is None
+    x = music(seed=2)
+    with torch.no_grad():
+        off = net(torch.from_numpy(x)[None])[0].numpy()
+    hop, lat = sep.hop, sep.latency_samples
+    live = np.concatenate([sep.step(np.ascontiguousarray(x[:, i:i + hop])).copy()
+                           for i in range(0, x.shape[1] - hop + 1, hop)], -1)
+    n = live.shape[-1]
+    assert np.abs(live[..., lat:] - off[..., :n - lat]).max() < 1e-4
+    # the refiner changes the split (it is not dead weight)...
+    with torch.no_grad():
+        for p in net.refiner[2].parameters():
+            p.zero_()
+        plain = net(torch.from_numpy(x)[None])[0].numpy()
+    assert np.abs(plain - off).max() > 1e-3
+    # ...and the stems still add up to the input
+    assert np.abs(off.sum(0) - x).max() < 1e-5
+
+
+def test_power_law_input_compresses_level_range_and_keeps_phase():
+    from livestems.model.hybrid.causal import compress_cac
+
+    z = torch.tensor([[3.0, 4.0], [0.003, 0.004]]).reshape(1, 4, 1, 1)  # |z| 5 and 0.005
+    out = compress_cac(z, 0.5, dim=1).reshape(2, 2)
+    mags = out.norm(dim=1)
+    assert torch.allclose(mags, torch.tensor([5 ** 0.5, 0.005 ** 0.5]), rtol=1e-3)
+    assert torch.allclose(out / mags[:, None], torch.tensor([[0.6, 0.8], [0.6, 0.8]]))
+    assert compress_cac(z, 1.0, dim=1) is z
+
+
+def test_bad_compression_and_refiner_settings_say_what_is_expected():
+    with pytest.raises(ValueError, match=r"spec_power must be in \(0, 1\]"):
+        CausalHybridNet(SOURCES, spec_power=1.5)
+    with pytest.raises(ValueError, match="refine needs output='mask'"):
+        CausalHybridNet(SOURCES, refine=8)
