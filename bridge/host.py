@@ -4,7 +4,7 @@
 taken on the creating thread; :func:`destroy` is called by ``livestems_destroy``. Nothing
 here ever runs on the host's audio thread.
 
-:class:`BridgeEngine` is :class:`~livestems.stream.engine.Engine` with the three rings that
+:class:`BridgeEngine` is :class:`~livestems.stream.core.engine.Engine` with the three rings that
 the audio side touches (input, wet output, dry history) replaced by :class:`CRing`: numpy
 views of C memory whose read and write counters are C11 atomics. The engine's worker code
 (``run_pending``, resampling, the mixer, the karaoke bus) runs unchanged on them; the audio
@@ -28,8 +28,8 @@ import traceback
 
 import numpy as np
 
-from livestems.stream.engine import _RUNNING, Engine
-from livestems.stream.ring import _copy_in, _copy_out
+from livestems.stream.core.engine import _RUNNING, Engine
+from livestems.stream.core.ring import _copy_in, _copy_out
 
 __all__ = ["BridgeEngine", "CRing", "create", "destroy"]
 
@@ -45,7 +45,7 @@ _LIVE_LOCK = threading.Lock()
 
 
 class CRing:
-    """The :class:`~livestems.stream.ring.Ring` interface over a ring that lives in C.
+    """The :class:`~livestems.stream.core.ring.Ring` interface over a ring that lives in C.
 
     The samples are a numpy view ``[rows, capacity]`` of the C buffer; the copies are the
     same numba kernels Ring uses. The counters are the C side's atomics: a load is an
@@ -230,8 +230,8 @@ class _CreateError(Exception):
 
 
 def _configure(ffi, lib, h) -> BridgeEngine:
-    from livestems.model.registry import ModelError, load_separator
-    from livestems.stream.backends.common import karaoke_buses
+    from livestems.model.nets.registry import ModelError, load_separator
+    from livestems.stream.core.engine import karaoke_buses
 
     model = ffi.string(lib.ls__cfg_model(h)).decode("utf-8", "replace") or None
     rate = float(lib.ls__cfg_rate(h))

@@ -11,8 +11,10 @@ Modules (docs/DSP.md has the details, latencies and benchmark numbers):
   ``ramp_gain_inplace``, ``mix_stems``, ``peak_meter``, ``rms_meter``, ``interleave``,
   ``deinterleave``.
 - ``resample``: ``ResampleStream`` over soxr, with a declared latency and steady output counts.
+- ``pitch``: the granular pitch shifter (numba) and ``KeyShiftedSeparator``, the separator
+  wrapper that runs it on the engine's worker (the live key shift).
 - ``warmup``: ``warmup()`` compiles every kernel before the audio path runs.
-- ``bench``: ``main(argv)`` behind ``livestems bench dsp``.
 
-This package imports nothing else from livestems.
+Their benchmark (``livestems bench dsp``) lives with the others in ``livestems.stream.bench``.
+This package imports nothing else from livestems: every other layer may import it.
 """

@@ -268,7 +268,7 @@ class PolyphaseStream:
     band-limited input at input position ``(j * in_r - delay_q) / out_r`` (``in_r``, ``out_r``:
     the rates divided by their gcd), so an impulse at input ``d`` comes out at output
     ``d * out_rate / in_rate + delay_q / in_r``. The engine picks ``delay_q`` so that its total
-    latency is a whole number of samples (stream/engine.py).
+    latency is a whole number of samples (stream/core/engine.py).
 
     Args:
         in_rate, out_rate: Hz (ints).

@@ -1,6 +1,6 @@
 """`python -m livestems.stream` runs the CLI."""
 import sys
 
-from .cli import main
+from livestems.stream.cli.main import main
 
 sys.exit(main())

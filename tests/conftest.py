@@ -28,6 +28,6 @@ def real_dir():
 def shipped_default(monkeypatch):
     """Run with the model livestems uses out of the box (no $LIVESTEMS_MODEL)."""
     monkeypatch.delenv("LIVESTEMS_MODEL", raising=False)
-    from livestems.model.registry import DEFAULT_MODEL
+    from livestems.model.nets.registry import DEFAULT_MODEL
 
     return DEFAULT_MODEL

@@ -1,6 +1,6 @@
 """A real JACK server for tests: `jackd --no-realtime -n <unique> -d dummy` (DESIGN.md).
 
-One implementation shared by tests/live, tests/midi and tests/bridge (import it as
+One implementation shared by tests/stream, tests/stream/midi and tests/bridge (import it as
 `from jackserver import JackServer, start_jackd`; tests/conftest.py puts tests/ on sys.path).
 """
 

@@ -13,7 +13,7 @@
  *                    or, when the worker has not delivered in time, the dry input delayed by
  *                    exactly the latency (silence on the stems), spliced without a click.
  * This is the same algorithm, step for step, as Engine.push / Engine.pull_into in
- * stream/engine.py, so the C bridge and the Python apps produce the same samples (except
+ * stream/core/engine.py, so the C bridge and the Python apps produce the same samples (except
  * after an input overflow, which ls_push repairs and Engine.push does not yet).
  *
  * Ring protocol (SPSC): `w` and `r` count samples ever written / read. The producer copies,

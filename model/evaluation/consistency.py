@@ -12,7 +12,7 @@ summed over stems, channels and ``edge <= t < T - edge`` (the edges are left out
 input starts with ``d`` zeros, and both runs start from a zero state). -inf would be a
 separator that is exactly shift-invariant; a -20 dB figure means the stems change by a tenth
 of their amplitude. Both runs use the separator's offline ``forward``, which the protocol ties
-to its streaming output to 1e-4 (model/protocol.py), in one batch.
+to its streaming output to 1e-4 (model/nets/protocol.py), in one batch.
 
 :func:`load_song` reads a multitrack folder (the Opus stems of ../shared/data/train-real) as
 the mixture of its stems at the separator's rate, for measuring on real music.
@@ -29,7 +29,7 @@ __all__ = ["shift_consistency", "load_song", "DEFAULT_SHIFTS", "DEFAULT_SONG"]
 #: 1 sample, a prime in between, and half an rt-tiny STFT frame.
 DEFAULT_SHIFTS = (1, 37, 128)
 #: a validation song of the CC0 training set (never trained on; see its MANIFEST.md)
-DEFAULT_SONG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train-real" / "6.Caesium"
+DEFAULT_SONG = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "train-real" / "6.Caesium"
 
 
 def _error_db(diff: np.ndarray, ref: np.ndarray) -> float:
@@ -45,7 +45,7 @@ def shift_consistency(sep, x: np.ndarray, shifts=DEFAULT_SHIFTS, edge_samples: i
     """Error between separating ``x`` and separating ``x`` delayed, for each delay.
 
     Args:
-        sep: a separator (model/protocol.py); its offline ``forward`` is used.
+        sep: a separator (model/nets/protocol.py); its offline ``forward`` is used.
         x: float ``[channels, T]`` at ``sep.sample_rate``.
         shifts: delays in samples (positive ints).
         edge_samples: samples left out at each end (default: one second).

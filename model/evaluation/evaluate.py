@@ -10,14 +10,14 @@ Metrics (per source, stereo signals ``[C, T]``):
   We compute that closed form (milliseconds instead of minutes) and keep museval's rules:
   windows where *any* evaluated source, reference or estimate, is all zero are NaN and left
   out; partial last windows are dropped; vocals and accompaniment are evaluated as their own
-  pair, the other sources jointly (``museval.eval_mus_track``). ``tests/data`` checks this
+  pair, the other sources jointly (``museval.eval_mus_track``). ``tests/model/evaluation`` checks this
   against ``museval.metrics.bss_eval`` itself.
 - **nSDR** (Music Demixing Challenge 2021 "new SDR"): ``10 log10((sum(s^2) + 1e-7) /
   (sum((s - s_hat)^2) + 1e-7))`` over the whole track; a dataset's score is the mean over
   tracks, as in the challenge.
 
 Methods compared by :func:`evaluate`: the model under test through its streaming path
-(:func:`~livestems.model.protocol.stream_offline`, what users hear), and always beside it the
+(:func:`~livestems.model.nets.protocol.stream_offline`, what users hear), and always beside it the
 unprocessed mixture (every source estimated as the mixture), the DSP karaoke baseline
 ``center``, and the ideal ratio mask oracle at the model's STFT size.
 """
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .protocol import stream_offline
+from livestems.model.nets.protocol import stream_offline
 
 __all__ = [
     "EvalTrack",
@@ -265,7 +265,7 @@ def evaluate(tracks, separator, method: str, *, baselines: bool = True, n_fft: i
     Args:
         tracks: iterable of :class:`EvalTrack` (or a callable yielding them lazily, so long
             datasets are not all held in memory).
-        separator: a :class:`~livestems.model.protocol.Separator`; run via its streaming path.
+        separator: a :class:`~livestems.model.nets.protocol.Separator`; run via its streaming path.
         method: its name in the report.
         baselines: also score the mixture, the ``center`` DSP baseline and the IRM oracle.
         n_fft: the oracle's STFT size (default: ``separator.n_fft``, else its network's
@@ -277,7 +277,7 @@ def evaluate(tracks, separator, method: str, *, baselines: bool = True, n_fft: i
         "nsdr": {source: mean nSDR dB}, "baselines": {name: {"sdr", "nsdr", "n_fft"?}},
         "per_track": {method: {track: {source: {"sdr", "nsdr"}}}}}``.
     """
-    from .center import CenterCancel
+    from livestems.model.nets.center import CenterCancel
 
     scored = scored_sources(separator.sources)
     # the model's own STFT size: the separator's, or its network's (StreamingHybrid.module)

@@ -11,7 +11,7 @@ Loading checks everything and names what is wrong: unknown class, a sample rate 
 not built for, a checksum mismatch, missing or unexpected tensors, wrong tensor shapes. Files
 in PyTorch's pickle format (``.th``, ``.pt``, ``.pth``, ``.ckpt``) are refused: unpickling runs
 arbitrary code. Official Demucs checkpoints are converted once, explicitly, with
-``livestems import-demucs --trust`` (:mod:`livestems.model.import_demucs`).
+``livestems import-demucs --trust`` (:mod:`livestems.model.nets.import_demucs`).
 """
 
 from __future__ import annotations

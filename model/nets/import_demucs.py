@@ -8,7 +8,7 @@ unpickles with a restricted loader that resolves only torch's tensor-rebuilding 
 plain containers, and turns references to demucs classes into inert names, so the demucs
 package does not need to be installed. The tensors are then renamed from demucs' module names
 to ours (:func:`demucs_name`), checked one by one against our :class:`HDemucsNet` built from the
-checkpoint's arguments, and written with :func:`~livestems.model.checkpoint.save_model`.
+checkpoint's arguments, and written with :func:`~livestems.model.nets.checkpoint.save_model`.
 """
 
 from __future__ import annotations

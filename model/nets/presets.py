@@ -1,6 +1,6 @@
 """Presets of the causal hybrid network, sized to compute budgets, and how to build them.
 
-Each preset is a set of :class:`~livestems.model.hybrid.causal.CausalHybridNet` constructor
+Each preset is a set of :class:`~livestems.model.nets.hybrid.causal.CausalHybridNet` constructor
 arguments plus its declared geometry (hop, look-ahead, latency, parameter count), which
 ``livestems models`` lists without building the network; a test checks the declarations
 against the built networks.
@@ -84,7 +84,7 @@ def build_preset_net(name: str, seed: int = 0):
 
 
 def build_preset(name: str, device: str = "cpu", seed: int = 0, **options):
-    """A ready :class:`~livestems.model.hybrid.streaming.StreamingHybrid` for preset ``name``
+    """A ready :class:`~livestems.model.nets.hybrid.streaming.StreamingHybrid` for preset ``name``
     (``options`` go to StreamingHybrid, e.g. ``stft='torch'``)."""
     from .hybrid.streaming import StreamingHybrid
 

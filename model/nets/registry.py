@@ -36,7 +36,7 @@ def default_model() -> str:
 
 #: presets that ship trained weights (``model/weights/NAME.json``, packaged with livestems);
 #: the other presets build with seeded random weights
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED = {"rt-tiny": WEIGHTS_DIR / "rt-tiny.json"}
 
 MODELS = {

@@ -15,7 +15,7 @@ survive a session is the campaign folder ``campaign/NAME/`` (committed, a few MB
 :func:`restore` seeds an empty run folder from the campaign folder (a new machine), so the
 trainer resumes exactly at the saved step; :func:`save` writes the campaign folder back from
 the run folder, atomically (a new folder renamed over the old one). ``livestems campaign``
-(stream/cmd_campaign.py) runs the whole recipe: synthetic data, restore, train, save.
+(stream/cli/campaign.py) runs the whole recipe: synthetic data, restore, train, save.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class SynthSet:
 
 @dataclass(frozen=True)
 class Recipe:
-    """One campaign's recipe. ``options`` are :class:`~livestems.model.train.TrainConfig`
+    """One campaign's recipe. ``options`` are :class:`~livestems.model.training.trainer.TrainConfig`
     fields of the trajectory (fixed for the life of the run); ``real_share`` is the real
     stems' share of the training draws, each synthetic set's is its own; ``history`` says
     how earlier steps of the run differed (data added later, say)."""
@@ -125,8 +125,8 @@ class CampaignPaths:
 
 def train_config(paths: CampaignPaths, real: Path, *, minutes: float | None, threads: int | None,
                  device: str, stop_after_steps: int | None = None):
-    """The recipe as a :class:`~livestems.model.train.TrainConfig` for this invocation."""
-    from .train import TrainConfig
+    """The recipe as a :class:`~livestems.model.training.trainer.TrainConfig` for this invocation."""
+    from livestems.model.training.trainer import TrainConfig
 
     r = paths.recipe
     valid = real / r.valid_song
@@ -156,7 +156,7 @@ def _staging(tmp: Path, checkpoint: Path, as_name: str, files_from: Path) -> Pat
 
 
 def _checkpoints(run: Path) -> list[Path]:
-    from .train import list_checkpoints
+    from livestems.model.training.trainer import list_checkpoints
 
     return list_checkpoints(run)
 

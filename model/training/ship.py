@@ -1,6 +1,6 @@
 """Package a trained model file as a shipped default (``model/weights/NAME.json``).
 
-    python -m livestems.model.ship RUN/best.json --name rt-tiny \\
+    python -m livestems.model.training.ship RUN/best.json --name rt-tiny \\
         [--eval held-out-synthetic=EVAL1.json] [--eval real-clips=EVAL2.json]
 
 Copies the weights unchanged (the sha256 in the config still holds), keeps the training
@@ -18,9 +18,9 @@ import json
 import shutil
 from pathlib import Path
 
-from .checkpoint import load_model, read_config
+from livestems.model.nets.checkpoint import load_model, read_config
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
 def strip_paths(value):
@@ -66,7 +66,7 @@ def ship(src: Path, name: str, evaluations: dict[str, dict], out_dir: Path = WEI
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m livestems.model.ship", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m livestems.model.training.ship", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path, help="a livestems model JSON (e.g. RUN/best.json)")
     p.add_argument("--name", required=True, help="shipped name, e.g. rt-tiny")

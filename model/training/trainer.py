@@ -14,7 +14,7 @@ One run lives in one folder ``OUT``::
 
 Running the same command again resumes from the newest checkpoint, bit-exactly: the batch of
 step ``s`` is a pure function of ``(seed, s)`` (items ``s*B .. s*B+B-1`` of the endless
-sequence ``epoch e, item i`` of :class:`~livestems.model.data.AugmentedStems`, each drawn from
+sequence ``epoch e, item i`` of :class:`~livestems.model.training.data.AugmentedStems`, each drawn from
 ``default_rng([seed, e, i])``), and the checkpoint restores everything else that changes
 between steps. "Exact" holds on the CPU for the same torch build and thread count; CUDA
 kernels may be non-deterministic in their backward passes (see docs/MODEL.md).
@@ -131,7 +131,7 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise :class:`TrainError` listing every invalid option."""
-        from .presets import PRESETS
+        from livestems.model.nets.presets import PRESETS
 
         errs = []
         if self.preset not in PRESETS:
@@ -302,7 +302,7 @@ class MixtureSegments(torch.utils.data.Dataset):
     """Random segments of unlabelled music with mixture augmentation, for distillation.
 
     Item ``i`` of epoch ``e`` is drawn from ``default_rng([seed, e, i])`` (as
-    :class:`~livestems.model.data.AugmentedStems`): a file chosen with probability
+    :class:`~livestems.model.training.data.AugmentedStems`): a file chosen with probability
     proportional to its length, a random offset, a gain uniform in ``gain_range``, channel
     swap and sign flip with probability 0.5 each. Items: ``mixture float32 [2, T]``.
     """
@@ -384,8 +384,8 @@ def load_teacher(spec: str, student_sources, sample_rate: int, device) -> Teache
 
     Raises :class:`TrainError` when its sources (as a set) or sample rate differ from the
     student's, or it cannot be loaded."""
-    from .checkpoint import CheckpointError, load_model, read_config
-    from .registry import ModelError, load_separator
+    from livestems.model.nets.checkpoint import CheckpointError, load_model, read_config
+    from livestems.model.nets.registry import ModelError, load_separator
 
     path = Path(spec)
     module = None
@@ -449,14 +449,14 @@ def load_teacher(spec: str, student_sources, sample_rate: int, device) -> Teache
 
 @torch.no_grad()
 def validate(net, segments, device) -> dict:
-    """nSDR (MDX 2021, :func:`~livestems.model.evaluate.new_sdr`) of ``net`` on each item of
-    ``segments`` (a :class:`~livestems.model.data.StemSegments` in the net's source order),
+    """nSDR (MDX 2021, :func:`~livestems.model.evaluation.evaluate.new_sdr`) of ``net`` on each item of
+    ``segments`` (a :class:`~livestems.model.training.data.StemSegments` in the net's source order),
     mean over items per source; an item whose reference of a source is silent throws no vote
     for that source. Returns ``{source: dB, ..., "mean": mean over sources}``.
 
     Uses the offline forward, which equals the streaming output shifted by the latency (the
     separator contract), so this is what users hear, aligned."""
-    from .evaluate import new_sdr
+    from livestems.model.evaluation.evaluate import new_sdr
 
     was_training = net.training
     net.eval()
@@ -616,7 +616,7 @@ def load_checkpoint(path) -> tuple[dict, dict]:
 
 
 def _restore(meta: dict, tensors: dict, net, optimizer, scheduler, where: Path) -> None:
-    from .checkpoint import CheckpointError, load_state_checked
+    from livestems.model.nets.checkpoint import CheckpointError, load_state_checked
 
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
@@ -643,7 +643,7 @@ def _restore(meta: dict, tensors: dict, net, optimizer, scheduler, where: Path) 
 
 
 def _git_commit() -> dict:
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip()
@@ -794,7 +794,7 @@ def _truncate_log(path: Path, step: int) -> None:
 def _export(net, out: Path, name: str, provenance: dict) -> Path:
     """Write ``out/name.json`` + ``.safetensors`` via save_model, replacing an older pair
     only once the new one is complete."""
-    from .checkpoint import save_model
+    from livestems.model.nets.checkpoint import save_model
 
     tmp = out / f".tmp-export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -810,7 +810,7 @@ def _export(net, out: Path, name: str, provenance: dict) -> Path:
 
 def _init_from(net, spec: str, preset: str) -> dict:
     """Load a model file's weights into the freshly built preset network (fine-tuning)."""
-    from .checkpoint import CheckpointError, load_model
+    from livestems.model.nets.checkpoint import CheckpointError, load_model
 
     try:
         src = load_model(spec)
@@ -850,7 +850,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     reason, "model": path, "best": path|None, "checkpoint": path}``.
     """
     from .data import AugmentedStems, DatasetError, StemSegments, scan_musdb
-    from .presets import build_preset_net
+    from livestems.model.nets.presets import build_preset_net
 
     t_start = time.monotonic()
     cfg.check()
@@ -1034,7 +1034,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
 
     def provenance(kind: str) -> dict:
         return {
-            "trainer": "livestems.model.train", "kind": kind, "preset": cfg.preset,
+            "trainer": "livestems.model.training.trainer", "kind": kind, "preset": cfg.preset,
             "data": {"dir": ", ".join(str(Path(p).resolve()) for p, _ in _data_specs(cfg.data)),
                      "fingerprint": fingerprint,
                      **data_desc,

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from livestems.dsp.warmup import warmup
-from livestems.model.demo_song import make_demo_song
-from livestems.model.registry import default_model, load_separator
+from livestems.model.evaluation.demo_song import make_demo_song
+from livestems.model.nets.registry import default_model, load_separator
 
-from .audio_io import write_audio
-from .backends.file import play_through
-from .engine import Engine, safety_line
+from livestems.stream.io.files import write_audio
+from livestems.stream.io.backends.file import play_through
+from livestems.stream.core.engine import Engine, safety_line
 
 __all__ = ["run_demo", "sdr_db"]
 

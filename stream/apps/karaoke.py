@@ -3,11 +3,11 @@ an optional key shift and an optional microphone.
 
 The engine's mix bus is the karaoke mix: every stem at unity except ``vocals``, which is muted
 or kept at the guide level (``--guide-db``). A key shift (``--key``) wraps the separator in
-:class:`~livestems.stream.pitch.KeyShiftedSeparator`, so it runs on the worker thread and its
+:class:`~livestems.dsp.pitch.KeyShiftedSeparator`, so it runs on the worker thread and its
 delay is part of the published latency. A microphone (``--mic``: extra channels of the input
-device) runs through :class:`~livestems.stream.mic.MicChain` (pyo: gate, compressor, reverb)
+device) runs through :class:`~livestems.stream.apps.mic.MicChain` (pyo: gate, compressor, reverb)
 inside the audio callback and is added to the output. The audio flows through
-:class:`~livestems.stream.backends.portaudio.PortAudioHost`; the main thread runs the live view
+:class:`~livestems.stream.io.backends.portaudio.PortAudioHost`; the main thread runs the live view
 (or just waits) until `q`, Ctrl-C, or ``seconds``.
 """
 
@@ -32,15 +32,15 @@ def run_karaoke(*, input=None, output=None, guide_db: float | None = None, rate=
     latency). ``mic``: "3" or "3,4", 1-based input channels of the microphone.
     """
     from livestems.dsp.warmup import warmup
-    from livestems.model.registry import load_separator
+    from livestems.model.nets.registry import load_separator
 
-    from .backends.common import write_stats_json
-    from .backends.portaudio import PortAudioHost
-    from .engine import safety_line
+    from livestems.stream.io.backends.common import write_stats_json
+    from livestems.stream.io.backends.portaudio import PortAudioHost
+    from livestems.stream.core.engine import safety_line
     from .live_view import LiveView
 
     from .mic import MicChain, parse_mic_channels
-    from .pitch import DEFAULT_GRAIN_MS, KeyShiftedSeparator
+    from livestems.dsp.pitch import DEFAULT_GRAIN_MS, KeyShiftedSeparator
 
     mic_channels = parse_mic_channels(mic) if mic else ()
     warmup()

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .errors import LivestemsError
+from livestems.stream.errors import LivestemsError
 
 __all__ = ["AUDIO_EXTENSIONS", "Task", "Options", "Outcome", "collect_tasks", "process_task",
            "run_library", "iter_local", "default_workers"]
@@ -131,7 +131,7 @@ _BUSY: bool | None = False  # worker: False idle, True on a file, None cleaning 
 
 
 def model_id(spec: str | None) -> str:
-    from livestems.model.registry import default_model
+    from livestems.model.nets.registry import default_model
 
     return spec or default_model()
 
@@ -143,7 +143,7 @@ def load_model(spec: str | None, threads: int):
     set_threads(threads)
     key = model_id(spec)
     if key not in _SEPARATORS:
-        from livestems.model.registry import load_separator
+        from livestems.model.nets.registry import load_separator
 
         t0 = time.perf_counter()
         sep = load_separator(key)
@@ -155,7 +155,7 @@ def process_task(task: Task, options: Options) -> Outcome:
     """Separate one input with ``options``; never raises for a bad file (the outcome says why).
     Runs in whichever process or actor holds the model."""
     global _BUSY
-    from livestems.model.registry import ModelError
+    from livestems.model.nets.registry import ModelError
 
     from .separate import separate_file
 

@@ -4,10 +4,10 @@ The streaming engine steps the network one hop (512 samples for ``rt-tiny``) at 
 file has no deadline, so here the causal hybrid net runs long chunks of STFT frames through
 each layer at once (:meth:`StreamingHybrid.forward`, its torch-STFT path, state carried from
 chunk to chunk). The result is the streaming result: the same causal network from the same
-zero state, only batched over time (tests/test_offline.py measures the difference against the
+zero state, only batched over time (tests/stream/apps/test_offline.py measures the difference against the
 hop-by-hop ``step`` path in dB). Separators without such a batched path (the DSP baseline
 ``center``, windowed official models) run their own ``step`` hop by hop with no engine in
-between (:func:`~livestems.model.protocol.stream_offline`), which is exact by construction.
+between (:func:`~livestems.model.nets.protocol.stream_offline`), which is exact by construction.
 
 Threading: call from one thread per separator. Torch's thread count is the caller's choice
 (:func:`set_threads`); the library runner gives each worker process ``cores / workers``.
@@ -48,7 +48,7 @@ def set_threads(threads: int) -> None:
 def batched_path(separator) -> str:
     """'batched' when the separator has the chunked offline path, else 'step'."""
     try:
-        from livestems.model.hybrid.streaming import StreamingHybrid
+        from livestems.model.nets.hybrid.streaming import StreamingHybrid
     except ImportError:  # pragma: no cover - torch is a dependency
         return "step"
     return "batched" if isinstance(separator, StreamingHybrid) else "step"
@@ -65,7 +65,7 @@ def separate_array(separator, x: np.ndarray, *, chunk_hops: int = OFFLINE_CHUNK_
     x = np.ascontiguousarray(x, dtype=np.float32)
     if batched_path(separator) == "batched":
         return separator.forward(x[None], chunk_hops=int(chunk_hops))[0]
-    from livestems.model.protocol import stream_offline
+    from livestems.model.nets.protocol import stream_offline
 
     return stream_offline(separator, x)
 

@@ -1,7 +1,7 @@
 """`livestems separate --ray`: the library's files on a Ray cluster, one model per actor.
 
 Each actor is a process on some node that loads the model once and runs
-:func:`~livestems.stream.library.process_task` (the very function the local workers run) on one
+:func:`~livestems.stream.apps.library.process_task` (the very function the local workers run) on one
 file at a time, writing the same layout straight to the output path; the driver only plans,
 hands out tasks and draws the progress bar. Paths are used as given, so inputs and the output
 folder must be on storage that every node mounts at the same path (NFS, a cluster file system,
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .errors import ToolMissingError
+from livestems.stream.errors import ToolMissingError
 from .library import Options, Outcome, Task, process_task
 
 __all__ = ["ray_backend", "SeparatorActor"]
@@ -45,7 +45,7 @@ class SeparatorActor:
 
 
 def ray_backend(address: str):
-    """A backend for :func:`~livestems.stream.library.run_library` on the Ray cluster at
+    """A backend for :func:`~livestems.stream.apps.library.run_library` on the Ray cluster at
     ``address`` ('auto': the cluster this machine is part of, else a local instance)."""
     ray = _ray()
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from .audio_io import read_audio
-from .errors import LivestemsError, OutputError
+from livestems.stream.io.files import read_audio
+from livestems.stream.errors import LivestemsError, OutputError
 from .offline import Timer, iter_separated
 
 __all__ = ["separate_file", "SeparateResult", "track_name", "FORMATS", "stem_names",
@@ -306,7 +306,7 @@ def _write_folder(target: Path, separator, blocks, chosen, rate, frames, fmt, no
     folder renamed into place once everything, manifest included, is written."""
     import soundfile as sf
 
-    from .audio_io import WRITE_FORMATS
+    from livestems.stream.io.files import WRITE_FORMATS
 
     remove_stale_partials(target)
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{_PARTIAL}")
@@ -395,7 +395,7 @@ def _close_all(files: dict) -> None:
 
 
 def _write_stem_mp4(target: Path, mixture, by_name, rate, notes, force) -> Path:
-    from .stems_mp4 import AAC_SAMPLE_RATES_HZ, write_stems_mp4
+    from livestems.stream.io.stems_mp4 import AAC_SAMPLE_RATES_HZ, write_stems_mp4
 
     if rate not in AAC_SAMPLE_RATES_HZ:  # AAC cannot carry this rate: resample the file
         new_rate = 48000 if rate > 48000 else min(r for r in AAC_SAMPLE_RATES_HZ if r >= rate)

@@ -27,9 +27,9 @@ import time
 
 import numpy as np
 
-from .stft import StreamISTFT, StreamSTFT
-from .warmup import warmup
-from .windows import sqrt_hann
+from livestems.dsp.stft import StreamISTFT, StreamSTFT
+from livestems.dsp.warmup import warmup
+from livestems.dsp.windows import sqrt_hann
 
 __all__ = ["main", "run_benchmark"]
 

@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from .backends.file import play_through
-from .engine import Engine
+from livestems.stream.io.backends.file import play_through
+from livestems.stream.core.engine import Engine
 
 __all__ = ["bench_stream", "measure_latency", "machine_info", "reference_ms"]
 
@@ -262,14 +262,14 @@ def _params(sep) -> int:
 
 
 def _bench_library(name: str, wav, folder, files: int, say) -> dict:
-    """``files`` copies of ``wav`` through :func:`~.library.run_library`, one worker process
+    """``files`` copies of ``wav`` through :func:`~livestems.stream.apps.library.run_library`, one worker process
     (one torch thread) per file: wall time from start to summary (spawning, model loads,
     decode, compute, write) and the compute the workers report."""
     import io
     import shutil
     from pathlib import Path
 
-    from .library import Options, collect_tasks, run_library
+    from livestems.stream.apps.library import Options, collect_tasks, run_library
 
     lib = Path(folder) / f"lib-{name}"
     lib.mkdir()
@@ -284,7 +284,7 @@ def _bench_library(name: str, wav, folder, files: int, say) -> dict:
                               stdout=io.StringIO(), stderr=io.StringIO())
     finally:
         wall = time.perf_counter() - t0
-        from .offline import set_threads
+        from livestems.stream.apps.offline import set_threads
 
         set_threads(threads)  # the planning step set this process to the workers' count
     done = summary.by("done")
@@ -319,12 +319,12 @@ def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs",
     import tempfile
     from pathlib import Path
 
-    from livestems.model.demo_song import make_demo_song
-    from livestems.model.registry import load_separator
+    from livestems.model.evaluation.demo_song import make_demo_song
+    from livestems.model.nets.registry import load_separator
 
-    from .audio_io import read_audio, write_audio
-    from .offline import set_threads
-    from .separate import separate_file
+    from livestems.stream.io.files import read_audio, write_audio
+    from livestems.stream.apps.offline import set_threads
+    from livestems.stream.apps.separate import separate_file
 
     say = progress or (lambda msg: None)
     rows = []

@@ -6,7 +6,7 @@ For each model and each evaluation set, `livestems eval`'s numbers (SDR v4, medi
 windows) beside the untouched mixture and the `center` DSP baseline, the acceptance checks of
 the quality work (vocals >= centre + 2 dB, karaoke >= untouched mix + 3 dB, every stem above
 the untouched mix, vocals on 6.Caesium >= 3 dB), and the shift consistency of each model
-(model/consistency.py). Sets: ../shared/data/train-real/6.Caesium (the validation song, never
+(model/evaluation/consistency.py). Sets: ../shared/data/train-real/6.Caesium (the validation song, never
 trained on) and each stem clip (*.stem.mp4) of ../shared/data/real (evaluation only: nothing
 is tuned on them). Writes docs/quality.json and the block between the ``quality:begin`` /
 ``quality:end`` markers of docs/MODEL.md.
@@ -37,10 +37,10 @@ def eval_sets(shared: Path) -> list[tuple[str, Path]]:
 
 
 def _load(path: Path, max_seconds: float | None):
-    from livestems.model.data import read_source, scan_musdb
-    from livestems.model.evaluate import EvalTrack
+    from livestems.model.training.data import read_source, scan_musdb
+    from livestems.model.evaluation.evaluate import EvalTrack
 
-    from .audio_io import read_stems
+    from livestems.stream.io.files import read_stems
 
     if path.is_dir():
         tr = scan_musdb(path, SOURCES4, sample_rate=None, strict=True).tracks[0]
@@ -70,9 +70,9 @@ def checks(model: dict, base: dict, name: str) -> dict:
 
 def run_report(models: list[str], shared: Path, max_seconds: float | None = None,
                shift_seconds: float = 30.0, log=print) -> dict:
-    from livestems.model.consistency import load_song, shift_consistency
-    from livestems.model.evaluate import evaluate
-    from livestems.model.registry import load_separator
+    from livestems.model.evaluation.consistency import load_song, shift_consistency
+    from livestems.model.evaluation.evaluate import evaluate
+    from livestems.model.nets.registry import load_separator
 
     sets = eval_sets(shared)
     result = {"sets": [n for n, _ in sets], "models": models, "max_seconds": max_seconds,
@@ -122,7 +122,7 @@ def to_markdown(result: dict) -> str:
         lines.append("")
     if result["shift"]:
         lines += ["Shift consistency (error between the stems of x and of x delayed by d "
-                  "samples, aligned back; lower is better; model/consistency.py):", "",
+                  "samples, aligned back; lower is better; model/evaluation/consistency.py):", "",
                   "| model | d = 1 | d = 37 | d = 128 | excerpt |", "|---|---|---|---|---|"]
         for m, v in result["shift"].items():
             lines.append(f"| {m} | {_f(v.get('1'))} dB | {_f(v.get('37'))} dB | "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import bench_offline, bench_stream, machine_info, measure_latency
+from livestems.stream.bench.measure import bench_offline, bench_stream, machine_info, measure_latency
 
 __all__ = ["write_report"]
 
@@ -87,7 +87,7 @@ def _offline_lines(offline: dict, plot: str) -> list[str]:
     lines = [
         f"## Offline throughput (`separate` on a {offline['seconds']:g} s file)", "",
         "Ours: `livestems separate`'s offline path (the causal network over long chunks",
-        "with carried state, equal to the streaming result: tests/test_offline.py), one",
+        "with carried state, equal to the streaming result: tests/stream/apps/test_offline.py), one",
         "torch thread per file, model load, decode, compute and write timed apart; then",
         "one copy of the file per core through the library runner (one worker process",
         "each): *N files compute x* is the audio over the span from the first worker's",
@@ -154,7 +154,7 @@ def write_report(out: str | Path = "docs", *, seconds: float = 20.0,
                  offline_seconds: float = 60.0, say=print) -> Path:
     """Measure everything and write ``out/BENCHMARKS.md``, ``out/bench_*.png`` and
     ``out/bench_results.json``. Takes several minutes (the peers are slow on a CPU)."""
-    from livestems.model.registry import load_separator
+    from livestems.model.nets.registry import load_separator
 
     import os
 

@@ -1,6 +1,6 @@
 """The figures docs/DSP.md quotes for the live resamplers: response and SDR cost on real music.
 
-    python -m livestems.stream.resample_report [--model NAME] [--seconds 30] [--song FOLDER]
+    python -m livestems.stream.bench.resample [--model NAME] [--seconds 30] [--song FOLDER]
 
 1. Response of each recipe (LD, our low-delay polyphase filter; soxr HQ and LQ) both ways
    between 48 and 44.1 kHz (:func:`livestems.dsp.resample.measure_response`).
@@ -60,10 +60,10 @@ def _sdr(ref: np.ndarray, est: np.ndarray) -> float:
 
 def sdr_rows(model: str | None, song: Path, offset_s: float = 30.0, seconds: float = 30.0,
              qualities=(LD, "HQ")) -> dict:
-    from livestems.model.registry import default_model, load_separator
+    from livestems.model.nets.registry import default_model, load_separator
 
-    from .backends.file import play_through
-    from .engine import Engine
+    from livestems.stream.io.backends.file import play_through
+    from livestems.stream.core.engine import Engine
 
     sep = load_separator(model)
     stems = _read_stems(song, sep.sources, offset_s, seconds)
@@ -90,9 +90,9 @@ def sdr_rows(model: str | None, song: Path, offset_s: float = 30.0, seconds: flo
 
 
 def main(argv=None) -> int:
-    from livestems.model.consistency import DEFAULT_SONG
+    from livestems.model.evaluation.consistency import DEFAULT_SONG
 
-    p = argparse.ArgumentParser(prog="python -m livestems.stream.resample_report",
+    p = argparse.ArgumentParser(prog="python -m livestems.stream.bench.resample",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None)
     p.add_argument("--song", default=str(DEFAULT_SONG))

@@ -10,7 +10,7 @@ NAME = "bench"
 
 
 def add_parser(sub) -> None:
-    from livestems.model.registry import default_model
+    from livestems.model.nets.registry import default_model
 
     b = sub.add_parser(
         "bench",
@@ -77,7 +77,7 @@ def add_parser(sub) -> None:
 
 
 def _load(name, device, hop):
-    from livestems.model.registry import load_separator
+    from livestems.model.nets.registry import load_separator
 
     sep = load_separator(name, device=device)
     if hop is not None and hop != sep.hop:
@@ -110,9 +110,9 @@ def _table(reports) -> str:
 
 
 def _run_shift(args) -> int:
-    """`bench --shift`: shift consistency of each model on real music (model/consistency.py)."""
-    from livestems.model.consistency import DEFAULT_SONG, load_song, shift_consistency
-    from livestems.model.registry import default_model
+    """`bench --shift`: shift consistency of each model on real music (model/evaluation/consistency.py)."""
+    from livestems.model.evaluation.consistency import DEFAULT_SONG, load_song, shift_consistency
+    from livestems.model.nets.registry import default_model
 
     song = args.shift_song or DEFAULT_SONG
     seconds = args.seconds or 20.0
@@ -178,10 +178,10 @@ def offline_table(res: dict) -> str:
 
 
 def run(args) -> int:
-    from .bench import bench_stream, measure_latency
+    from livestems.stream.bench.measure import bench_stream, measure_latency
 
     if args.command == "latency":
-        from livestems.model.registry import default_model, load_separator
+        from livestems.model.nets.registry import default_model, load_separator
 
         sep = load_separator(args.model)
         res = measure_latency(sep, block_size=args.block)
@@ -198,7 +198,7 @@ def run(args) -> int:
     if args.shift:
         return _run_shift(args)
     if args.what == "dsp":
-        from livestems.dsp.bench import main as bench_dsp
+        from livestems.stream.bench.dsp_kernels import main as bench_dsp
 
         return int(bench_dsp(args.rest) or 0)
     if args.what == "report" and args.rest:
@@ -217,7 +217,7 @@ def run(args) -> int:
     if args.seconds is not None and args.seconds <= 0:
         print(f"error: --seconds must be > 0, got {args.seconds}", file=sys.stderr)
         return 2
-    from livestems.model.registry import default_model
+    from livestems.model.nets.registry import default_model
 
     import os
 
@@ -228,11 +228,11 @@ def run(args) -> int:
         print(f"error: --threads must be >= 1, got {threads}", file=sys.stderr)
         return 2
     torch.set_num_threads(threads)
-    from . import engine as engine_mod
+    from livestems.stream.core import engine as engine_mod
 
     engine_mod.STREAM_TORCH_THREADS = threads  # engines keep what was asked for
     if args.what == "report":
-        from .bench_report import write_offline_section, write_report
+        from livestems.stream.bench.report import write_offline_section, write_report
 
         say = lambda m: print(m, file=sys.stderr)  # noqa: E731
         if getattr(args, "offline_only", False):
@@ -242,7 +242,7 @@ def run(args) -> int:
         print(f"wrote {path}")
         return 0
     if args.offline:
-        from .bench import PEERS, PeerMissing, bench_offline
+        from livestems.stream.bench.measure import PEERS, PeerMissing, bench_offline
 
         peers = [p for p in args.peers.split(",") if p]
         unknown = [p for p in peers if p not in PEERS]

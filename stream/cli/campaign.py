@@ -10,7 +10,7 @@ NAME = "campaign"
 
 
 def add_parser(sub) -> None:
-    from livestems.model.campaign import RECIPES
+    from livestems.model.training.campaign import RECIPES
 
     p = sub.add_parser(
         NAME,
@@ -79,8 +79,8 @@ def _synth(paths, real: Path, jobs: int) -> int:
 def _status(paths) -> int:
     import json
 
-    from livestems.model.campaign import read_log
-    from livestems.model.train import list_checkpoints
+    from livestems.model.training.campaign import read_log
+    from livestems.model.training.trainer import list_checkpoints
 
     for where, folder in (("run", paths.run), ("campaign", paths.campaign)):
         ckpts = (list_checkpoints(folder) if where == "run"
@@ -102,9 +102,9 @@ def _status(paths) -> int:
 
 
 def _report(args, root: Path) -> int:
-    from livestems.model.registry import default_model
+    from livestems.model.nets.registry import default_model
 
-    from .quality_report import run_report, to_markdown, write_report
+    from livestems.stream.bench.quality import run_report, to_markdown, write_report
 
     models = ([m.strip() for m in args.models.split(",") if m.strip()] if args.models else
               list(dict.fromkeys([default_model(), "rt-tiny"])))
@@ -118,9 +118,9 @@ def _report(args, root: Path) -> int:
 
 
 def run(args) -> int:
-    from livestems.model.campaign import RECIPES, CampaignError, CampaignPaths, restore, save, \
+    from livestems.model.training.campaign import RECIPES, CampaignError, CampaignPaths, restore, save, \
         train_config
-    from livestems.model.train import TrainError, train
+    from livestems.model.training.trainer import TrainError, train
 
     root = Path(args.root)
     paths = CampaignPaths(root, RECIPES[args.recipe])

@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from .backends.portaudio import list_devices
+    from livestems.stream.io.backends.portaudio import list_devices
 
     print(list_devices())
     return 0

@@ -11,7 +11,7 @@ NAME = "eval"
 
 
 def add_parser(sub) -> None:
-    from livestems.model.registry import default_model
+    from livestems.model.nets.registry import default_model
 
     p = sub.add_parser(
         "eval",
@@ -47,11 +47,11 @@ def add_parser(sub) -> None:
 
 def _tracks(args):
     """(lazy track iterator, names of the sources checked, notes) from the DATA arguments."""
-    from livestems.model.data import DatasetError, read_source, scan_musdb
-    from livestems.model.evaluate import FOUR, EvalTrack
+    from livestems.model.training.data import DatasetError, read_source, scan_musdb
+    from livestems.model.evaluation.evaluate import FOUR, EvalTrack
 
-    from .audio_io import read_stems
-    from .errors import AudioFileError
+    from livestems.stream.io.files import read_stems
+    from livestems.stream.errors import AudioFileError
 
     loaders = []
     notes = []
@@ -103,9 +103,9 @@ def _jsonable(x):
 
 
 def run(args) -> int:
-    from livestems.model.data import DatasetError
-    from livestems.model.evaluate import evaluate, format_report
-    from livestems.model.registry import default_model, load_separator
+    from livestems.model.training.data import DatasetError
+    from livestems.model.evaluation.evaluate import evaluate, format_report
+    from livestems.model.nets.registry import default_model, load_separator
 
     if args.max_tracks is not None and args.max_tracks < 1:
         print(f"error: --max-tracks must be >= 1, got {args.max_tracks}", file=sys.stderr)

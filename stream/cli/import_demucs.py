@@ -31,8 +31,8 @@ def run(args) -> int:
     import warnings
     from pathlib import Path
 
-    from livestems.model.checkpoint import CheckpointError
-    from livestems.model.import_demucs import UNPICKLE_WARNING, import_demucs
+    from livestems.model.nets.checkpoint import CheckpointError
+    from livestems.model.nets.import_demucs import UNPICKLE_WARNING, import_demucs
 
     src = Path(args.checkpoint)
     if not src.is_file():

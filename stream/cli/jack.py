@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
 
 def add_jack_arguments(p) -> None:
     """The options every JACK-client command shares (`jack`, `midi`)."""
-    from livestems.model.registry import default_model
+    from livestems.model.nets.registry import default_model
 
     p.add_argument("--name", default="livestems", help="JACK client name (default livestems)")
     p.add_argument("--server", default=None, metavar="NAME",
@@ -109,7 +109,7 @@ def add_safety_option(p) -> None:
 
 def check_safety(args) -> str | None:
     """The engine's own range check, before any model or device is opened."""
-    from .engine import SAFETY_AUTO, SAFETY_MS_MAX
+    from livestems.stream.core.engine import SAFETY_AUTO, SAFETY_MS_MAX
 
     if args.safety_ms != SAFETY_AUTO and not 0.0 <= args.safety_ms <= SAFETY_MS_MAX:
         return (f"error: --safety-ms must be 0..{SAFETY_MS_MAX:g} ms, got {args.safety_ms:g} "
@@ -117,184 +117,25 @@ def check_safety(args) -> str | None:
     return None
 
 
+def check_jack_args(args) -> str | None:
+    """What `jack` and `midi` check before any model or server is opened."""
+    if getattr(args, "native", False):
+        refused = [o for o, on in (("--key", args.key is not None),
+                                   ("--rt-priority", bool(args.rt_priority))) if on]
+        if refused:
+            return (f"error: {', '.join(refused)} cannot be used with --native (the C callback "
+                    f"path has no Python in it); drop them or drop --native")
+    if args.seconds is not None and args.seconds <= 0:
+        return f"error: --seconds must be > 0, got {args.seconds}"
+    return check_safety(args)
+
+
 def run(args) -> int:
+    from livestems.stream.apps.jack_client import serve, serve_native
+
+    if (msg := check_jack_args(args)) is not None:
+        print(msg, file=sys.stderr)
+        return 2
     if getattr(args, "native", False):
         return serve_native(args)
     return serve(args)
-
-
-def serve_native(args) -> int:
-    """`livestems jack --native`: :class:`~.backends.jack_native.NativeJackHost`."""
-    from livestems.dsp.warmup import warmup
-
-    from .backends.common import write_stats_json
-    from .backends.jack_native import NativeJackHost
-
-    refused = [o for o, on in (("--key", args.key is not None),
-                               ("--rt-priority", bool(args.rt_priority))) if on]
-    if refused:
-        print(f"error: {', '.join(refused)} cannot be used with --native (the C callback "
-              f"path has no Python in it); drop them or drop --native", file=sys.stderr)
-        return 2
-    if args.seconds is not None and args.seconds <= 0:
-        print(f"error: --seconds must be > 0, got {args.seconds}", file=sys.stderr)
-        return 2
-    if (msg := check_safety(args)) is not None:
-        print(msg, file=sys.stderr)
-        return 2
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    warmup()
-    from .cmd_midi import start_midi
-
-    host = NativeJackHost(args.model, name=args.name, servername=args.server,
-                          resample_quality=args.resample_quality, safety_ms=args.safety_ms)
-    ctl = None
-    try:
-        if args.map != "none":
-            ctl = start_midi(host, args)  # checks the mapping before audio starts
-        host.activate()
-        if ctl is not None:
-            ctl.start()
-        if args.connect:
-            for a, b in host.connect_input(args.connect):
-                print(f"connected {a} -> {b}")
-        if args.output:
-            for a, b in host.connect_output(args.output):
-                print(f"connected {a} -> {b}")
-        st = host.stats()
-        print(f"livestems jack --native: client {host.name} at {int(st['sample_rate'])} Hz, "
-              f"{host.block_size}-frame periods; model {st['model_rate']} Hz, stems "
-              f"{', '.join(host.sources)}; process callback in C (no GIL)")
-        print(f"latency {host.latency_samples} samples = "
-              f"{1000 * host.latency_samples / st['sample_rate']:.2f} ms (published on the "
-              f"output ports; safety margin {host.safety_ms:g} ms"
-              + (", chosen at start-up from the per-hop compute time" if host.warmup_hop_ms
-                 else "") + ")")
-        print("ports: " + " ".join(p.name for p in host.inports + host.outports)
-              + f" {host.midi_in.name}", flush=True)
-        try:
-            if args.view:
-                from .cmd_midi import MidiView
-                from .live_view import LiveView
-
-                title = f"livestems jack --native: client {host.name}"
-                view = (MidiView(title, host.stats, host.levels, ctl) if ctl is not None
-                        else LiveView(title, host.stats, host.levels))
-                with view:
-                    host.run(args.seconds, tick=view.tick)
-            else:
-                host.run(args.seconds)
-        except KeyboardInterrupt:
-            pass
-    finally:
-        if ctl is not None:
-            ctl.stop()
-        st = host.stats()
-        if ctl is not None:
-            st["midi"] = ctl.stats()
-            st["params"] = host.params.snapshot()
-        host.close()
-        if args.stats:
-            write_stats_json(args.stats, st)
-    print(f"done: {st['hops_processed']} hops, {st['deadline_misses']} deadline misses, "
-          f"{st['xruns']} xruns, {st['cycles']} cycles in C"
-          + ("; model error" if st["worker_error"] else ""))
-    return 0
-
-
-def serve(args, *, midi_feedback: bool = False) -> int:
-    """Run the JACK client until stopped; MIDI control from ``args.map`` unless 'none'
-    (``livestems midi`` adds its own options to ``args``, see cmd_midi)."""
-    from livestems.dsp.warmup import warmup
-    from livestems.model.registry import load_separator
-
-    from .backends.common import write_stats_json
-    from .backends.jack import JackHost
-    from .engine import safety_line
-
-    if args.seconds is not None and args.seconds <= 0:
-        print(f"error: --seconds must be > 0, got {args.seconds}", file=sys.stderr)
-        return 2
-    if (msg := check_safety(args)) is not None:
-        print(msg, file=sys.stderr)
-        return 2
-    import signal
-
-    # a service manager (or a test) stops us with SIGTERM: treat it like Ctrl-C, so the
-    # client is closed and --stats written
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    warmup()
-    sep = load_separator(args.model)
-    if getattr(args, "key", None) is not None:
-        from .pitch import KeyShiftedSeparator, check_semitones
-
-        try:
-            semis = check_semitones(args.key)
-        except ValueError as exc:
-            print(f"error: --key: {exc}", file=sys.stderr)
-            return 2
-        sep = KeyShiftedSeparator(sep, semis)
-    from .cmd_midi import start_midi
-
-    host = JackHost(sep, name=args.name, servername=args.server,
-                    resample_quality=args.resample_quality, midi_feedback=midi_feedback,
-                    rt_priority=args.rt_priority, safety_ms=args.safety_ms)
-    ctl = None
-    try:
-        eng = host.engine
-        if getattr(args, "map", None) != "none":
-            ctl = start_midi(host, args)  # checks the mapping before audio starts
-        host.activate()
-        if ctl is not None:
-            ctl.start()
-        if args.connect:
-            for a, b in host.connect_input(args.connect):
-                print(f"connected {a} -> {b}")
-        if args.output:
-            for a, b in host.connect_output(args.output):
-                print(f"connected {a} -> {b}")
-        title = (f"livestems jack: client {host.name} at {eng.sample_rate} Hz, "
-                 f"{eng.block_size}-frame periods; model {eng.model_rate} Hz, stems "
-                 f"{', '.join(eng.sources)}")
-        print(title)
-        print(f"latency {eng.latency_samples} samples = {1000 * eng.latency_samples / eng.sample_rate:.2f} ms"
-              f" (published on the output ports; resamplers {eng.resampler_latency_samples}"
-              f", safety margin {eng.safety_samples})")
-        print(safety_line(eng))
-        print("ports: " + " ".join(p.name for p in host.inports + host.outports)
-              + f" {host.midi_in.name}" + (f" {host.midi_out.name}" if host.midi_out else ""),
-              flush=True)
-        try:
-            if args.view:
-                from .cmd_midi import MidiView
-                from .live_view import LiveView
-
-                if ctl is not None:
-                    view = MidiView(title, host.stats, host.levels, ctl)
-                else:
-                    view = LiveView(title, host.stats, host.levels)
-                with view:
-                    host.run(args.seconds, tick=view.tick)
-            else:
-                host.run(args.seconds)
-        except KeyboardInterrupt:  # Ctrl-C / SIGTERM is how a live client is normally stopped
-            pass
-    finally:
-        if ctl is not None:
-            ctl.stop()
-        st = host.stats()
-        if ctl is not None:
-            st["midi"] = ctl.stats()
-            st["params"] = host.params.snapshot()
-        if hasattr(sep, "semitones"):
-            st["key_semitones"] = sep.semitones
-        host.close()
-        if args.stats:
-            write_stats_json(args.stats, st)
-    print(f"done: {st['hops_processed']} hops, {st['deadline_misses']} deadline misses, "
-          f"{st['xruns']} xruns ({st['xruns_after_grace']} after the first 100 ms), per-hop "
-          f"p99 {st['per_hop_ms']['p99']:.3f} ms"
-          + (f"; model error: {st['worker_error']}" if st["worker_error"] else ""))
-    return 0

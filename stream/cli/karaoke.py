@@ -9,7 +9,7 @@ NAME = "karaoke"
 
 
 def add_parser(sub) -> None:
-    from livestems.model.registry import default_model
+    from livestems.model.nets.registry import default_model
 
     p = sub.add_parser(
         NAME,
@@ -70,7 +70,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seconds", type=float, default=None, help="stop after this long")
     p.add_argument("--no-view", action="store_true",
                    help="no live view (for scripts); stop with Ctrl-C or --seconds")
-    from .cmd_jack import add_safety_option
+    from livestems.stream.cli.jack import add_safety_option
 
     add_safety_option(p)
     p.add_argument("--stats", default=None, metavar="FILE.json",
@@ -78,7 +78,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from .karaoke import run_karaoke
+    from livestems.stream.apps.karaoke import run_karaoke
 
     if args.guide_db is not None and not -120 <= args.guide_db <= 12:
         print(f"error: --guide-db must be -120..12 dB, got {args.guide_db}", file=sys.stderr)
@@ -93,7 +93,7 @@ def run(args) -> int:
         print(f"error: --mic-reverb must be 0..1, got {args.mic_reverb}", file=sys.stderr)
         return 2
     if args.mic is not None:
-        from .mic import parse_mic_channels
+        from livestems.stream.apps.mic import parse_mic_channels
 
         try:
             parse_mic_channels(args.mic)
@@ -104,7 +104,7 @@ def run(args) -> int:
             print("error: --mic needs a fixed block size: pass --block 256 (or another size)",
                   file=sys.stderr)
             return 2
-    from .cmd_jack import check_safety
+    from livestems.stream.cli.jack import check_safety
 
     if (msg := check_safety(args)) is not None:
         print(msg, file=sys.stderr)

@@ -11,7 +11,7 @@ EPILOG = "Run `livestems COMMAND --help` for the options of one command."
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from livestems.model.registry import default_model, describe_models
+    from livestems.model.nets.registry import default_model, describe_models
 
     p = argparse.ArgumentParser(
         prog="livestems",
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not pace to the audio clock: run as fast as possible (no "
                         "meaningful deadline figures)")
     d.add_argument("--seed", type=int, default=0, help="song seed (default 0)")
-    from .cmd_jack import add_safety_option
+    from livestems.stream.cli.jack import add_safety_option
 
     add_safety_option(d)
 
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that live in their own modules: each has `NAME`, `add_parser(subparsers)` (which
 # adds a parser for NAME) and `run(args) -> int`. Add new commands here, one line each.
-COMMAND_MODULES: list[str] = [".cmd_bench", ".cmd_jack", ".cmd_devices", ".cmd_karaoke", ".cmd_synth", ".cmd_eval", ".cmd_import_demucs", ".cmd_midi", ".cmd_train", ".cmd_campaign"]
+COMMAND_MODULES: list[str] = [".bench", ".jack", ".devices", ".karaoke", ".synth", ".eval", ".import_demucs", ".midi", ".train", ".campaign"]
 
 
 def _command_modules():
@@ -117,7 +117,7 @@ def _command_modules():
 
 
 def _cmd_separate(args) -> int:
-    from .library import Options, collect_tasks, default_workers, run_library
+    from livestems.stream.apps.library import Options, collect_tasks, default_workers, run_library
 
     for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
         if value is not None and value < 1:
@@ -134,7 +134,7 @@ def _cmd_separate(args) -> int:
                       threads=threads)
     backend = None
     if args.ray:
-        from .ray_backend import ray_backend
+        from livestems.stream.apps.ray_backend import ray_backend
 
         backend = ray_backend(args.ray)
     summary = run_library(tasks, options, backend=backend, workers=workers, quiet=args.quiet,
@@ -143,7 +143,7 @@ def _cmd_separate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .demo import run_demo
+    from livestems.stream.apps.demo import run_demo
 
     if args.block < 1 or args.block > 8192:
         print(f"error: --block must be 1..8192 samples, got {args.block}", file=sys.stderr)
@@ -151,7 +151,7 @@ def _cmd_demo(args) -> int:
     if not 0.5 <= args.seconds <= 600:
         print(f"error: --seconds must be 0.5..600, got {args.seconds}", file=sys.stderr)
         return 2
-    from .cmd_jack import check_safety
+    from livestems.stream.cli.jack import check_safety
 
     if (msg := check_safety(args)) is not None:
         print(msg, file=sys.stderr)
@@ -182,9 +182,9 @@ def _main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from livestems.model.registry import ModelError
+    from livestems.model.nets.registry import ModelError
 
-    from .errors import LivestemsError
+    from livestems.stream.errors import LivestemsError
 
     try:
         if args.command == "separate":
@@ -192,7 +192,7 @@ def _main(argv=None) -> int:
         if args.command == "demo":
             return _cmd_demo(args)
         if args.command == "models":
-            from livestems.model.registry import describe_models
+            from livestems.model.nets.registry import describe_models
 
             print(describe_models())
             return 0

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import select
 import sys
 
 NAME = "midi"
 
-_KEYS = "123456789abcdefghijkmnoprstuvwxyz"  # l and q are commands in the view
-
 
 def add_parser(sub) -> None:
-    from .cmd_jack import add_jack_arguments
+    from livestems.stream.cli.jack import add_jack_arguments
 
     p = sub.add_parser(
         NAME,
@@ -71,11 +68,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from livestems.model.registry import load_separator
-
-    from .cmd_jack import serve
-    from .midimap import load_mapping
-    from .params import ParamSet, stem_params
+    from livestems.model.nets.registry import load_separator
+    from livestems.stream.cli.jack import check_jack_args
+    from livestems.stream.core.params import ParamSet, stem_params
+    from livestems.stream.midi.mapping import load_mapping
 
     if args.server:  # rtmidi's JACK client finds the server through the environment
         os.environ["JACK_DEFAULT_SERVER"] = args.server
@@ -114,13 +110,18 @@ def run(args) -> int:
                       + (f" on program {pr.program}" if pr.program is not None else "")
                       + ": " + ", ".join(f"{k}={v:g}" for k, v in pr.values.items()))
             return 0
+    if (msg := check_jack_args(args)) is not None:
+        print(msg, file=sys.stderr)
+        return 2
+    from livestems.stream.apps.jack_client import serve
+
     return serve(args, midi_feedback=args.feedback)
 
 
 def _list_ports(args) -> int:
     import jack
 
-    from .midi import MidiPortError, list_rtmidi_ports
+    from livestems.stream.midi.input import MidiPortError, list_rtmidi_ports
 
     try:
         c = jack.Client("livestems-list", servername=args.server, no_start_server=True)
@@ -138,119 +139,3 @@ def _list_ports(args) -> int:
     except MidiPortError as exc:
         print(f"ALSA: {exc}")
     return 0
-
-
-def start_midi(host, args):
-    """Load the mapping for ``host``'s parameters and build its :class:`MidiController`
-    (not started). Called by `livestems jack` and `livestems midi`."""
-    from .midi import MidiPortError, RtMidiInput
-    from .midicontrol import MidiController
-    from .midimap import MappingError, load_mapping
-    from .backends.common import AudioBackendError
-    from .backends.jack import JackMidiInput
-
-    path = getattr(args, "map", None)
-    learn = getattr(args, "learn", None)
-    if learn and path and not os.path.exists(path):
-        from .midimap import Mapping
-
-        mapping = Mapping(path=path)  # written when the control is learned
-    else:
-        mapping = load_mapping(path, host.params)
-    api = getattr(args, "midi_api", "jack-port")
-    connect = getattr(args, "midi_connect", []) or []
-    if api == "jack-port":
-        sources = [JackMidiInput(host, connect)]
-    else:
-        if len(connect) > 1:
-            raise MappingError("--midi-api jack/alsa reads one source: give one "
-                               "--midi-connect or --midi-virtual")
-        virtual = getattr(args, "midi_virtual", None)
-        if not connect and not virtual:
-            virtual = "midi_in"
-        try:
-            sources = [RtMidiInput(api, connect=connect[0] if connect else None,
-                                   virtual=None if connect else virtual,
-                                   client_name=f"{host.name}-midi")]
-        except MidiPortError as exc:
-            raise AudioBackendError(str(exc), fix="list sources with `livestems midi "
-                                                  "--list-ports`") from None
-    ctl = MidiController(host.params, mapping, map_path=path if learn or path else None,
-                         sources=sources,
-                         send=host.send_midi if host.midi_out is not None else None)
-    active = sum(b.active for b in mapping.bindings)
-    print(f"MIDI: {mapping.path or 'new mapping'}: {active} controls active"
-          + (f", {len(mapping.bindings) - active} inactive (stems this model lacks)"
-             if active < len(mapping.bindings) else "")
-          + f", {len(mapping.presets)} presets; input "
-          + (f"{host.name}:midi_in" if api == "jack-port" else sources[0].port_name)
-          + (f", keeping {', '.join(connect)} connected" if connect else ""), flush=True)
-    if learn:
-        ctl.learn(learn, getattr(args, "learn_as", None))
-    return ctl
-
-
-
-def _make_view_class():
-    from .live_view import LiveView
-
-    class MidiView(LiveView):
-        """The live view plus the parameters, MIDI notices, and learn: press l, then the
-        key shown next to a parameter, then move a control."""
-
-        def __init__(self, title, stats, levels, controller, **kw):
-            super().__init__(title, stats, levels, **kw)
-            self.ctl = controller
-            self._arm = False
-
-        def _poll_keys(self) -> None:
-            try:
-                fd = self.keys.fileno()
-                while select.select([fd], [], [], 0)[0]:
-                    ch = os.read(fd, 1)
-                    if not ch:
-                        break
-                    c = ch.decode("latin-1")
-                    if self._arm:
-                        self._arm = False
-                        names = self.ctl.params.names
-                        k = _KEYS.find(c)
-                        if 0 <= k < len(names):
-                            self.ctl.learn(names[k])
-                        continue
-                    if c in "qQ":
-                        self.quit = True
-                        break
-                    if c == "l":
-                        self._arm = True
-            except (OSError, ValueError, AttributeError):
-                pass
-
-        def render(self) -> str:
-            base = super().render()
-            ps = self.ctl.params
-            lines = ["  parameters (l + key: learn; the next control moved is bound)"]
-            row = []
-            for k, p in enumerate(ps):
-                key = _KEYS[k] if k < len(_KEYS) else " "
-                row.append(f"[{key}] {p.name:20s} {p.format(ps.values[k]):>10s}")
-                if len(row) == 2:
-                    lines.append("  " + "   ".join(row))
-                    row = []
-            if row:
-                lines.append("  " + "   ".join(row))
-            if self._arm:
-                lines.append("  learn: press the key of a parameter")
-            elif self.ctl.learning:
-                lines.append(f"  learning {self.ctl.learning}: move a control")
-            lines += [f"  {n}" for n in list(self.ctl.recent)[-4:]]
-            extra = "\x1b[K\n".join(lines) + "\x1b[K\n"
-            return base.replace("  press q to quit", extra + "  press q to quit")
-
-    return MidiView
-
-
-def __getattr__(name):  # MidiView is built on first use, so importing this module is cheap
-    if name == "MidiView":
-        return _make_view_class()
-    raise AttributeError(name)

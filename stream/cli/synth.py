@@ -69,9 +69,9 @@ def _complete(folder: Path) -> bool:
 
 def _render_one(job: tuple) -> tuple[int, float, str]:
     """Render and write one track; returns (seed, seconds taken, style). Runs in a worker."""
-    from livestems.model.synth import render_song
+    from livestems.model.training.synth import render_song
 
-    from .audio_io import write_audio
+    from livestems.stream.io.files import write_audio
 
     outdir, seed, seconds, style, sample_rate, pool = job
     t0 = time.perf_counter()
@@ -88,7 +88,7 @@ def _render_one(job: tuple) -> tuple[int, float, str]:
 
 
 def run(args) -> int:
-    from livestems.model.synth.compose import STYLES
+    from livestems.model.training.synth.compose import STYLES
 
     errors = []
     if args.tracks < 1:
@@ -110,8 +110,8 @@ def run(args) -> int:
         return 2
     pool = None
     if engines != ("espeak",) or args.real_vocals:
-        from livestems.model.synth.singers import VoicePool, print_notes
-        from livestems.model.synth.voice import VoiceError
+        from livestems.model.training.synth.singers import VoicePool, print_notes
+        from livestems.model.training.synth.voice import VoiceError
 
         try:
             pool = VoicePool.build(engines, args.real_vocals, tuple(args.real_vocals_skip))

@@ -8,7 +8,7 @@ NAME = "train"
 
 
 def add_parser(sub) -> None:
-    from livestems.model.presets import PRESETS
+    from livestems.model.nets.presets import PRESETS
 
     p = sub.add_parser(
         "train",
@@ -98,7 +98,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from livestems.model.train import TrainConfig, TrainError, train
+    from livestems.model.training.trainer import TrainConfig, TrainError, train
 
     cfg = TrainConfig(
         data=args.data if len(args.data) > 1 else args.data[0], out=args.out, preset=args.preset, teacher=args.teacher, init=args.init,

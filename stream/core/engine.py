@@ -70,7 +70,8 @@ from livestems.dsp.resample import LD, QUALITIES, PolyphaseStream, ResampleStrea
 from .mixer import StemMixer
 from .ring import Ring
 
-__all__ = ["Engine", "EngineStats", "auto_safety_ms", "safety_line", "SAFETY_AUTO"]
+__all__ = ["Engine", "EngineStats", "auto_safety_ms", "karaoke_buses", "safety_line",
+           "SAFETY_AUTO"]
 
 _TIMES_KEPT = 1 << 14  # per-hop compute times kept for percentiles (a power of two)
 STREAM_TORCH_THREADS = 1  # torch intra-op threads while streaming (Engine.limit_torch_threads)
@@ -116,6 +117,15 @@ def _stop_running_workers() -> None:
             eng.stop()
         except Exception:  # noqa: BLE001 - exiting anyway; stop the others
             pass
+
+
+def karaoke_buses(sources) -> dict:
+    """The engine buses every live backend renders: ``karaoke`` = every stem but vocals.
+
+    A model without a ``vocals`` stem gets a karaoke bus equal to the whole mix (nothing to
+    remove), which keeps the port layout the same for every model.
+    """
+    return {"karaoke": {"vocals": 0.0} if "vocals" in sources else {}}
 
 
 def safety_line(engine) -> str:
@@ -193,7 +203,7 @@ class Engine:
     """Runs a separator on a live stream. Sizes are fixed here; nothing allocates later.
 
     Args:
-        separator: any object following :mod:`livestems.model.protocol`.
+        separator: any object following :mod:`livestems.model.nets.protocol`.
         block_size: the largest block the host will push or pull (samples). Default: ``hop``.
         crossfade_ms: length of the dry-to-wet crossfade when the model catches up again, and
             time constant of the click-free splice when it misses a deadline.

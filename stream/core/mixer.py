@@ -1,7 +1,7 @@
 """The stem mixer: per-stem gain (dB), mute and solo, and the separation's dry/wet, ramped per
 sample into a stereo bus.
 
-The mixer's settings are typed parameters (:mod:`livestems.stream.params`): control threads
+The mixer's settings are typed parameters (:mod:`livestems.stream.core.params`): control threads
 (CLI, MIDI, a UI, the plugin bridge) write them into one float64 array with
 :meth:`ParamSet.set`; the worker thread reads that array lock-free once per hop in
 :meth:`StemMixer.mix`, derives a target linear gain per stem, and a numba kernel ramps each

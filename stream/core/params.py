@@ -7,7 +7,7 @@ keeps all current values in one float64 numpy array, :attr:`ParamSet.values`:
 - control threads (MIDI, the CLI, a UI) write one element at a time through
   :meth:`ParamSet.set`, which validates, clamps and quantises first. One aligned 8-byte store
   is all another thread can observe, so no lock is needed;
-- the worker reads the array once per hop (see :class:`~livestems.stream.mixer.StemMixer`)
+- the worker reads the array once per hop (see :class:`~livestems.stream.core.mixer.StemMixer`)
   and ramps towards it per sample.
 
 Curves map a control's travel ``position`` in [0, 1] onto a value range ``[lo, hi]`` (the

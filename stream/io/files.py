@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import soundfile as sf
 
-from .errors import AudioFileError, OutputError, ToolMissingError
+from livestems.stream.errors import AudioFileError, OutputError, ToolMissingError
 
 __all__ = [
     "AudioData",

@@ -34,8 +34,8 @@ from typing import BinaryIO, Mapping
 
 import numpy as np
 
-from .audio_io import atomic_output, require_tool, validate_samples
-from .errors import AudioFileError, OutputError
+from livestems.stream.io.files import atomic_output, require_tool, validate_samples
+from livestems.stream.errors import AudioFileError, OutputError
 
 __all__ = [
     "STEM_KEYS",

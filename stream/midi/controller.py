@@ -1,8 +1,8 @@
 """The MIDI control thread: parsed events -> parameters, with soft takeover, learn and presets.
 
-:class:`MidiController` owns a :class:`~livestems.stream.midimap.Mapping` and a
-:class:`~livestems.stream.params.ParamSet`. Its thread (``livestems-midi``) polls the MIDI
-sources every millisecond, parses their bytes (:class:`~livestems.stream.midi.MidiParser`,
+:class:`MidiController` owns a :class:`~livestems.stream.midi.mapping.Mapping` and a
+:class:`~livestems.stream.core.params.ParamSet`. Its thread (``livestems-midi``) polls the MIDI
+sources every millisecond, parses their bytes (:class:`~livestems.stream.midi.input.MidiParser`,
 one per source), and turns each event into at most a few :meth:`ParamSet.set` calls: the only
 thing that crosses over to the audio side is that store into the parameter array. Every few
 hundred milliseconds it asks the sources whether a port vanished or returned, and (with
@@ -30,9 +30,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .midi import CC, NOTE_OFF, NOTE_ON, PITCH_BEND, PROGRAM, MidiEvent, MidiParser
-from .midimap import Binding, Mapping, with_binding, write_learned
-from .params import ParamSet, curve_position, curve_value
+from livestems.stream.midi.input import CC, NOTE_OFF, NOTE_ON, PITCH_BEND, PROGRAM, MidiEvent, MidiParser
+from livestems.stream.midi.mapping import Binding, Mapping, with_binding, write_learned
+from livestems.stream.core.params import ParamSet, curve_position, curve_value
 
 __all__ = ["MidiController"]
 

@@ -49,8 +49,8 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-from .errors import LivestemsError
-from .params import CURVES, STEM_FIELDS, ParamSet
+from livestems.stream.errors import LivestemsError
+from livestems.stream.core.params import CURVES, STEM_FIELDS, ParamSet
 
 __all__ = ["Binding", "Preset", "Mapping", "MappingError", "load_mapping", "parse_mapping",
            "default_mapping_path", "write_learned", "KNOWN_STEMS"]
@@ -145,7 +145,7 @@ class Mapping:
 
 def default_mapping_path() -> Path:
     """The mapping shipped with the package: a generic 4-fader controller."""
-    return Path(str(resources.files("livestems.stream").joinpath("data/default-midi.toml")))
+    return Path(str(resources.files("livestems.stream.midi").joinpath("data/default-midi.toml")))
 
 
 # -- where things are in the file ------------------------------------------------------------

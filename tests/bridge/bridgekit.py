@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BRIDGE = REPO / "bridge"
 BUILD = BRIDGE / "build"
-sys.path.insert(0, str(REPO / "tests" / "live"))  # jackio: the Python JACK app's test clients
+sys.path.insert(0, str(REPO / "tests" / "stream"))  # jackio: the Python JACK app's test clients
 
 _BUILT: set[str] = set()
 
@@ -30,6 +30,6 @@ def make(*targets: str) -> None:
 
 
 def error_db(got, want) -> float:
-    """Error energy relative to the reference's, in dB (as tests/live/jackio.py)."""
+    """Error energy relative to the reference's, in dB (as tests/stream/jackio.py)."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(10 * np.log10((np.sum((got - want) ** 2) + 1e-20) / (np.sum(want ** 2) + 1e-20)))

@@ -35,7 +35,7 @@ class Reference:
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory) -> Reference:
     """A 4 s demo song and what `livestems separate` (the CLI, default model) makes of it."""
-    from livestems.model.demo_song import make_demo_song
+    from livestems.model.evaluation.demo_song import make_demo_song
 
     d = tmp_path_factory.mktemp("ref")
     song = make_demo_song(seconds=4.0, sample_rate=44100, seed=3).mixture.astype(np.float32)

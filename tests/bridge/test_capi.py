@@ -11,10 +11,9 @@ import subprocess
 import numpy as np
 from bridgekit import BUILD, error_db
 
-from livestems.model.registry import load_separator
-from livestems.stream.backends.common import karaoke_buses
-from livestems.stream.backends.file import play_through
-from livestems.stream.engine import Engine
+from livestems.model.nets.registry import load_separator
+from livestems.stream.core.engine import Engine, karaoke_buses
+from livestems.stream.io.backends.file import play_through
 
 NAMES = ["vocals_L", "vocals_R", "accompaniment_L", "accompaniment_R", "mix_L", "mix_R",
          "karaoke_L", "karaoke_R"]

@@ -1,5 +1,5 @@
 """The native JACK client (bridge/shims/jack) on a real jackd: the Python JACK app's routing
-test (tests/live/test_jack.py), run against the C++ shim, plus MIDI control."""
+test (tests/stream/io/test_jack.py), run against the C++ shim, plus MIDI control."""
 
 import json
 import signal
@@ -12,12 +12,11 @@ import pytest
 from bridgekit import BUILD, error_db, make
 from jackio import PlayRecord, lsp_capture_latency, wait_for_ports
 
-from livestems.model.demo_song import make_demo_song
-from livestems.model.registry import load_separator
-from livestems.stream.backends.common import karaoke_buses
-from livestems.stream.backends.file import play_through
-from livestems.stream.backends.jack import port_layout
-from livestems.stream.engine import Engine
+from livestems.model.evaluation.demo_song import make_demo_song
+from livestems.model.nets.registry import load_separator
+from livestems.stream.core.engine import Engine, karaoke_buses
+from livestems.stream.io.backends.file import play_through
+from livestems.stream.io.backends.jack import port_layout
 
 CLIENT = "livestems"
 PORTS = [f"{CLIENT}:{p}" for p in port_layout(("vocals", "accompaniment"))]

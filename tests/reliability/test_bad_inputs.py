@@ -11,7 +11,7 @@ import shutil
 
 import numpy as np
 import soundfile as sf
-from livestems.stream.audio_io import read_audio
+from livestems.stream.io.files import read_audio
 from livestems.stream.errors import LivestemsError
 from relkit import run_cli
 
@@ -134,7 +134,7 @@ def test_eval_over_a_folder_of_bad_tracks_skips_them_by_name(corpus, tmp_path):
 
 def test_eval_with_a_corrupt_flac_stem_is_a_clear_error(corpus, tmp_path):
     """In-process through the CLI's main(): an escaping exception is the traceback a user sees."""
-    from livestems.stream.cli import main
+    from livestems.stream.cli.main import main
 
     root = _musdb_root(corpus, tmp_path / "musdb", [*EVAL_CRASHERS, "good_flac.flac"])
     assert main(["eval", str(root), "--no-baselines", "--quiet"]) in (0, 2)

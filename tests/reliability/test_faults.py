@@ -15,7 +15,7 @@ import threading
 import numpy as np
 import pytest
 import soundfile as sf
-from livestems.stream.engine import Engine
+from livestems.stream.core.engine import Engine
 from separators import SplitDelay
 
 HOP, BLOCK = 64, 256
@@ -207,7 +207,7 @@ def test_stalled_worker_plays_dry_then_recovers():
 
 def test_separate_file_reports_a_model_that_fails_mid_file(tmp_path):
     from livestems.stream.errors import LivestemsError
-    from livestems.stream.separate import separate_file
+    from livestems.stream.apps.separate import separate_file
 
     sf.write(tmp_path / "s.wav", _smooth(0.5).T, RATE, subtype="FLOAT")
     sep = Faulty("raise", after=10)

@@ -17,12 +17,12 @@ import pytest
 import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from livestems.model.checkpoint import CheckpointError, read_config
-from livestems.model.registry import ModelError, load_separator
-from livestems.stream.audio_io import read_audio
+from livestems.model.nets.checkpoint import CheckpointError, read_config
+from livestems.model.nets.registry import ModelError, load_separator
+from livestems.stream.io.files import read_audio
 from livestems.stream.errors import LivestemsError
-from livestems.stream.midimap import MappingError, load_mapping, parse_mapping
-from livestems.stream.params import ParamSet, stem_params
+from livestems.stream.midi.mapping import MappingError, load_mapping, parse_mapping
+from livestems.stream.core.params import ParamSet, stem_params
 
 FUZZ = settings(deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))

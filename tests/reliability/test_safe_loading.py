@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from livestems.model.checkpoint import save_model
-from livestems.model.hybrid import CausalHybridNet
-from livestems.model.registry import ModelError, load_separator
+from livestems.model.nets.checkpoint import save_model
+from livestems.model.nets.hybrid import CausalHybridNet
+from livestems.model.nets.registry import ModelError, load_separator
 
 MINI = {"channels": 4, "n_fft": 256, "stft_hop": 64, "synthesis_len": 128}
 AS_LIMIT_BYTES = 8 << 30
@@ -61,7 +61,7 @@ def test_pickle_checkpoint_is_refused_without_running_it(tmp_path, suffix):
 def test_cli_refuses_pickles_even_with_trust(tmp_path, capsys):
     """Through the CLI's main() in-process (an escaping exception fails the test just as a
     traceback would): `separate --model evil.pt` and `import-demucs evil.pt --trust`."""
-    from livestems.stream.cli import main
+    from livestems.stream.cli.main import main
 
     path, marker = _evil(tmp_path, ".pt")
     sf.write(tmp_path / "in.wav", np.zeros((4410, 2), np.float32), 44100)
@@ -84,7 +84,7 @@ def test_cli_refuses_pickles_even_with_trust(tmp_path, capsys):
 
 _CHILD = textwrap.dedent("""
     import json, resource, sys
-    from livestems.model.registry import ModelError, load_separator
+    from livestems.model.nets.registry import ModelError, load_separator
     # importing compiles numba kernels when their cache is cold (a fresh clone), which peaks
     # far higher than loading a config should: measure growth past that peak
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -105,7 +105,7 @@ _CHILD = textwrap.dedent("""
 # name -> patch applied to a good config; all must be refused with ModelError
 REFUSED = {
     "unknown_class": {"class": "os.system"},
-    "dotted_class": {"class": "livestems.model.center.CenterCancel"},
+    "dotted_class": {"class": "livestems.model.nets.center.CenterCancel"},
     "huge_n_fft": {"args": {"n_fft": 2**34, "stft_hop": 2**32}},
     "huge_synthesis_len": {"args": {"synthesis_len": 10**12}},
     "float_channels": {"args": {"channels": 1e300}},

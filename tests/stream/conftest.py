@@ -1,4 +1,5 @@
-"""Fixtures for the live tests: a real jackd (dummy driver) per test, always killed afterwards."""
+"""Fixtures for the stream tests that run live (io, apps, midi): a real jackd (dummy driver) per
+test, always killed afterwards; tests/stream/jackio.py holds the test-side JACK clients."""
 
 import sys
 from pathlib import Path

@@ -1,6 +1,6 @@
 // livestems_jack.cpp: a native JACK client over the livestems C API (liblivestems.so).
 //
-// The same ports as the Python JACK app (stream/backends/jack.py), so patches and tests
+// The same ports as the Python JACK app (stream/io/backends/jack.py), so patches and tests
 // work with either:
 //     N:in_L, N:in_R                 audio in
 //     N:<stem>_L, N:<stem>_R         one pair per stem of the model, in the model's order

@@ -1,9 +1,9 @@
 """The offline Hybrid Demucs network (HDemucs, Défossez 2021) in its published configuration.
 
 Constructor arguments and their meanings are those of the ``demucs`` package's ``HDemucs``, so
-an official checkpoint's config maps one to one (see :mod:`livestems.model.import_demucs`);
+an official checkpoint's config maps one to one (see :mod:`livestems.model.nets.import_demucs`);
 the implementation is ours. Offline only: the input normalisation, group norms, BiLSTM and
-attention all see the whole segment. :class:`~livestems.model.hybrid.windowed.WindowedHybrid`
+attention all see the whole segment. :class:`~livestems.model.nets.hybrid.windowed.WindowedHybrid`
 streams it over a sliding window.
 
 Data flow of :meth:`HDemucsNet.forward` (``x`` ``[B, C, T]`` samples):

@@ -683,7 +683,7 @@ class StreamingHybrid:
         np.multiply(ri[:, :, :-1].transpose(1, 2, 0, 3), self.module.spec_scale,
                     out=self._spec_kf)
         n_out, k = self._out_flat.shape[0], self.hop_frames
-        # untraced if someone dropped the trace (tests/model/step_timing.py --no-jit)
+        # untraced if someone dropped the trace (tests/model/nets/step_timing.py --no-jit)
         fn = self._hop_fn if self._hop_fn is not None else self._fast
         with torch.inference_mode():
             st = self._state

@@ -15,7 +15,8 @@ import numba
 import numpy as np
 from scipy.signal import sosfilt
 
-__all__ = ["biquad", "eq", "compress", "gain_curve", "pan", "width", "echo", "db_to_gain"]
+__all__ = ["biquad", "eq", "compress", "gain_curve", "pan", "width", "echo", "db_to_gain",
+           "place"]
 
 
 def db_to_gain(db: float) -> float:
@@ -150,3 +151,12 @@ def echo(x: np.ndarray, sr: int, delay_s: float, feedback: float, repeats: int,
             out[side, k * d:] += g * tap[: n - k * d] * 1.2
             out[1 - side, k * d:] += g * tap[: n - k * d] * 0.35
     return out
+
+
+def place(buf: np.ndarray, start: int, x: np.ndarray) -> None:
+    """``buf[start:start+len(x)] += x``, clipped to the buffer on both sides."""
+    off = max(0, -start)
+    s0 = start + off
+    m = min(x.size - off, buf.size - s0)
+    if m > 0:
+        buf[s0:s0 + m] += x[off:off + m]

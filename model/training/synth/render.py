@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..demo_song import _active_rms, _convolve_sends, _noise, _reverb_ir
+from livestems.model.evaluation.demo_song import _active_rms, _convolve_sends, _noise, _reverb_ir
 from . import mix
 from .compose import chord_name, compose
 from .fluid import get_renderer
@@ -182,8 +182,8 @@ def render_song(seed: int, seconds: float = 10.0, sample_rate: int = 44100,
                 m = int(0.25 * sr)
                 breath = _noise(voice_rng, m, sr, lo=900.0, hi=6000.0) * np.hanning(m)
                 level = _active_rms(y[None], sr) * mix.db_to_gain(-voice_rng.uniform(22, 32))
-                _place(buf, start - m + int(0.1 * sr), breath * level)
-            _place(buf, start, y)
+                mix.place(buf, start - m + int(0.1 * sr), breath * level)
+            mix.place(buf, start, y)
         if role == "harmony":
             d = int(0.018 * sr)
             late = np.concatenate([np.zeros(d), buf[:-d]])
@@ -285,12 +285,3 @@ def render_song(seed: int, seconds: float = 10.0, sample_rate: int = 44100,
     if voices is not None:
         info["voice_pool"] = voices.describe()
     return SynthSong(out, mixture, sr, int(seed), info)
-
-
-def _place(buf: np.ndarray, start: int, x: np.ndarray) -> None:
-    """``buf[start:start+len(x)] += x``, clipped to the buffer on both sides."""
-    off = max(0, -start)
-    s0 = start + off
-    m = min(x.size - off, buf.size - s0)
-    if m > 0:
-        buf[s0:s0 + m] += x[off:off + m]

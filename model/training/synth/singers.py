@@ -114,8 +114,7 @@ def _ride(rng: np.random.Generator, n: int, sr: int, depth_db: float) -> np.ndar
 
 def _sing_take(phrases: list[list[SungNote]], singer: Singer, rng: np.random.Generator,
                sr: int, n_all: int, breaths: bool, phrase_db: float) -> np.ndarray:
-    from ..demo_song import _active_rms, _noise
-    from .render import _place
+    from livestems.model.evaluation.demo_song import _active_rms, _noise
 
     buf = np.zeros(n_all)
     for notes in phrases:
@@ -126,8 +125,8 @@ def _sing_take(phrases: list[list[SungNote]], singer: Singer, rng: np.random.Gen
             m = int(0.25 * sr)
             breath = _noise(rng, m, sr, lo=900.0, hi=6000.0) * np.hanning(m)
             level = _active_rms(y[None], sr) * mix.db_to_gain(-rng.uniform(22, 32))
-            _place(buf, start - m + int(0.1 * sr), breath * level)
-        _place(buf, start, y)
+            mix.place(buf, start - m + int(0.1 * sr), breath * level)
+        mix.place(buf, start, y)
     return buf
 
 

@@ -35,12 +35,40 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .voice import VoiceError
-
-__all__ = ["ENGINES", "VOICES", "SpeakerVoice", "SpeakerError", "available_voices",
-           "lyric_in", "prefetch", "speak", "voice_by_key"]
+__all__ = ["ENGINES", "VOICES", "SpeakerVoice", "SpeakerError", "VoiceError", "available_voices",
+           "lyric_in", "prefetch", "say", "speak", "voice_by_key"]
 
 ENGINES = ("espeak", "festival", "hts", "flite")
+
+_ESPEAK_FIX = "apt-get install espeak-ng (Debian/Ubuntu)"
+
+
+class VoiceError(RuntimeError):
+    """espeak-ng or pyworld is missing or failed; the message says how to fix it."""
+
+
+# --------------------------------------------------------------------------------------------
+# espeak-ng
+
+def say(text: str, voice: str = "en-us", rate_wpm: int = 120) -> tuple[np.ndarray, int]:
+    """Speak ``text`` with espeak-ng: (float64 mono samples in [-1, 1], sample rate in Hz).
+
+    Runs the ``espeak-ng`` program once per call. The library keeps state between
+    utterances (its output for a word depends on what was said before), so each word gets a
+    fresh process: the same word and voice always give the same samples (~15 ms a call).
+    """
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise VoiceError(f"espeak-ng not found on PATH: expected the espeak-ng program. "
+                         f"Fix: {_ESPEAK_FIX}")
+    proc = subprocess.run([exe, "-v", voice, "-s", str(int(rate_wpm)), "-p", "50", "--stdout",
+                           text], capture_output=True, stdin=subprocess.DEVNULL)
+    err = proc.stderr.decode(errors="replace").strip()
+    if proc.returncode != 0 or "not found" in err.lower() or len(proc.stdout) <= 44:
+        raise VoiceError(f"espeak-ng has no voice {voice!r} or failed ({err or proc.returncode}): "
+                         f"expected e.g. 'en-us' or 'en-us+f3' (espeak-ng --voices lists them)")
+    audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="float64")
+    return (audio if audio.ndim == 1 else audio.mean(axis=1)), int(sr)
 
 
 class SpeakerError(VoiceError):
@@ -282,8 +310,6 @@ def speak(voice: SpeakerVoice, word: str) -> tuple[np.ndarray, int]:
     if hit is not None:
         return hit
     if voice.engine == "espeak":
-        from .voice import say
-
         res = say(text, voice.name, 110)
     elif voice.engine in ("festival", "hts"):
         res = _festival_batch(voice, [text])[text]

@@ -20,13 +20,11 @@ synthesis of its phrases.
 from __future__ import annotations
 
 import functools
-import io
-import shutil
-import subprocess
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile as sf
+
+from .speakers import VoiceError, say, speak, voice_by_key
 
 __all__ = ["LYRIC_WORDS", "SungNote", "Singer", "VoiceError", "say", "sing_phrase",
            "warp_envelope"]
@@ -42,13 +40,6 @@ LYRIC_WORDS = (
     "road", "more", "now", "never", "again", "we", "are", "all", "so", "long", "find",
 )
 OPEN_WORDS = ("oh", "ah", "yeah", "ooh", "hey", "no", "I", "why", "fly", "more", "so", "low")
-
-_ESPEAK_FIX = "apt-get install espeak-ng (Debian/Ubuntu)"
-
-
-class VoiceError(RuntimeError):
-    """espeak-ng or pyworld is missing or failed; the message says how to fix it."""
-
 
 @dataclass(frozen=True)
 class Singer:
@@ -81,30 +72,6 @@ class SungNote:
 
 
 # --------------------------------------------------------------------------------------------
-# espeak-ng
-
-def say(text: str, voice: str = "en-us", rate_wpm: int = 120) -> tuple[np.ndarray, int]:
-    """Speak ``text`` with espeak-ng: (float64 mono samples in [-1, 1], sample rate in Hz).
-
-    Runs the ``espeak-ng`` program once per call. The library keeps state between
-    utterances (its output for a word depends on what was said before), so each word gets a
-    fresh process: the same word and voice always give the same samples (~15 ms a call).
-    """
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise VoiceError(f"espeak-ng not found on PATH: expected the espeak-ng program. "
-                         f"Fix: {_ESPEAK_FIX}")
-    proc = subprocess.run([exe, "-v", voice, "-s", str(int(rate_wpm)), "-p", "50", "--stdout",
-                           text], capture_output=True, stdin=subprocess.DEVNULL)
-    err = proc.stderr.decode(errors="replace").strip()
-    if proc.returncode != 0 or "not found" in err.lower() or len(proc.stdout) <= 44:
-        raise VoiceError(f"espeak-ng has no voice {voice!r} or failed ({err or proc.returncode}): "
-                         f"expected e.g. 'en-us' or 'en-us+f3' (espeak-ng --voices lists them)")
-    audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="float64")
-    return (audio if audio.ndim == 1 else audio.mean(axis=1)), int(sr)
-
-
-# --------------------------------------------------------------------------------------------
 # WORLD analysis of a word
 
 @dataclass(frozen=True)
@@ -134,8 +101,6 @@ def _analyse(word: str, voice: str, engine: str = "espeak") -> _Word:
     if engine == "espeak":
         x, sr = say(word, voice, 110)
     else:
-        from .speakers import speak, voice_by_key
-
         x, sr = speak(voice_by_key(f"{engine}:{voice}"), word)
     if x.size == 0:
         raise VoiceError(f"{engine} produced no audio for {word!r} with voice {voice!r}")

@@ -1,1 +1,2 @@
-"""Audio I/O backends: file (paced), PortAudio, JACK."""
+"""Live and paced audio backends around the engine: file (paced), PortAudio, JACK (Python and
+native callback). Part of ``livestems.stream.io``: the same import rules."""

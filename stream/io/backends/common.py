@@ -1,4 +1,4 @@
-"""What the live backends (JACK, PortAudio) share: their errors, buses, and the stats they report."""
+"""What the live backends (JACK, PortAudio) share: their errors and the stats they report."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..errors import LivestemsError
+from livestems.stream.errors import LivestemsError
 
 __all__ = [
     "AudioBackendError",
     "ServerShutdownError",
-    "karaoke_buses",
     "live_stats",
     "write_stats_json",
     "EXIT_BACKEND",
@@ -34,15 +33,6 @@ class ServerShutdownError(LivestemsError):
     """The audio server (JACK) went away while we were running."""
 
     exit_code = EXIT_SHUTDOWN
-
-
-def karaoke_buses(sources) -> dict:
-    """The engine buses every live backend renders: ``karaoke`` = every stem but vocals.
-
-    A model without a ``vocals`` stem gets a karaoke bus equal to the whole mix (nothing to
-    remove), which keeps the port layout the same for every model.
-    """
-    return {"karaoke": {"vocals": 0.0} if "vocals" in sources else {}}
 
 
 def live_stats(engine, **extra) -> dict:

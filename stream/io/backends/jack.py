@@ -10,7 +10,7 @@ Ports (``N`` is the client name, ``--name``)::
     N:karaoke_L, N:karaoke_R          every stem but vocals, at unity
     N:midi_in                         MIDI control input: the process callback copies each
                                       event's bytes into :attr:`JackHost.midi_ring`; the
-                                      control thread (:mod:`..midicontrol`) parses and maps them
+                                      control thread (:mod:`livestems.stream.midi.controller`) parses and maps them
     N:midi_out                        MIDI feedback (LEDs, motor faders), with midi_feedback
 
 Latency. Every output lags its input by :attr:`Engine.latency_samples` (the model, its hop,
@@ -30,11 +30,11 @@ runs on JACK's non-real-time notification thread and only counts or sets flags; 
 re-configuration they ask for (a new engine for a new rate or a larger block) is done by
 :meth:`JackHost.run` on the main thread, while the process thread plays silence.
 
-Parameters. The host owns one :class:`~livestems.stream.params.ParamSet` (:attr:`params`)
+Parameters. The host owns one :class:`~livestems.stream.core.params.ParamSet` (:attr:`params`)
 for its whole life and attaches it to every engine it builds, so MIDI and the CLI keep
 controlling the mix across re-configurations. ``guide.level`` sets the vocals' gain in the
 karaoke bus; ``key.shift`` drives the separator's ``set_semitones`` when it has one (a
-:class:`~livestems.stream.pitch.KeyShiftedSeparator`, ``--key``).
+:class:`~livestems.dsp.pitch.KeyShiftedSeparator`, ``--key``).
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ import numpy as np
 
 from livestems.dsp.kernels import db_to_gain
 
-from ..engine import Engine
-from ..midi import EventRing
-from ..params import ParamSet, stem_params
-from .common import AudioBackendError, ServerShutdownError, karaoke_buses, live_stats
+from livestems.stream.core.engine import Engine
+from livestems.stream.midi.input import EventRing
+from livestems.stream.core.params import ParamSet, stem_params
+from .common import AudioBackendError, ServerShutdownError, live_stats
 
 __all__ = ["JackHost", "FrameClock", "JackMidiInput", "port_layout", "get_latency_range", "CAPTURE",
            "PLAYBACK"]
@@ -208,7 +208,7 @@ class JackHost:
     """Runs an :class:`Engine` as a JACK client (see the module docstring for the ports).
 
     Args:
-        separator: the model (any :mod:`livestems.model.protocol` separator, stereo).
+        separator: the model (any :mod:`livestems.model.nets.protocol` separator, stereo).
         name: JACK client name (port names are ``name:port``).
         servername: JACK server to join (default: ``$JACK_DEFAULT_SERVER`` or ``default``).
         resample_quality: resampler recipe when the server's rate differs from the model's:
@@ -257,7 +257,7 @@ class JackHost:
         self.params = ParamSet(stem_params(self.sources))
         if "vocals" in self.sources:
             self.params.watch("guide.level", self._apply_guide)
-        if hasattr(separator, "set_semitones"):  # a KeyShiftedSeparator (stream/pitch.py)
+        if hasattr(separator, "set_semitones"):  # a KeyShiftedSeparator (dsp/pitch.py)
             self.params.set("key.shift", separator.semitones)
             self.params.watch("key.shift", separator.set_semitones)
         self.midi_ring = EventRing(1024)
@@ -641,7 +641,7 @@ class JackHost:
 
 class JackMidiInput:
     """Control-thread side of :attr:`JackHost.midi_ring`: a MIDI source for
-    :class:`~livestems.stream.midicontrol.MidiController` that also keeps ``midi_in`` connected.
+    :class:`~livestems.stream.midi.controller.MidiController` that also keeps ``midi_in`` connected.
 
     Args:
         host: the running :class:`JackHost`.

@@ -1,6 +1,6 @@
 """`livestems jack --native`: the JACK process callback in C, never waiting for Python.
 
-:class:`~livestems.stream.backends.jack.JackHost` runs JACK's process callback in Python: each
+:class:`~livestems.stream.io.backends.jack.JackHost` runs JACK's process callback in Python: each
 cycle needs the GIL, so a Python thread that holds it (the model worker between two releases,
 the garbage collector, a C extension that does not release it) can make JACK's thread wait
 into an xrun. :class:`NativeJackHost` keeps the same client, ports and latency ranges (through
@@ -19,14 +19,14 @@ destroyed after the process thread has finished two cycles with the new one).
 
 MIDI. The C callback copies ``midi_in``'s events into a single-producer single-consumer ring
 (:class:`_MidiRing`) that the Python MIDI controller reads, as with the Python host, and the
-host's :class:`~livestems.stream.params.ParamSet` drives the mixer of the C API's engine
+host's :class:`~livestems.stream.core.params.ParamSet` drives the mixer of the C API's engine
 (a Python :class:`~livestems.bridge.host.BridgeEngine` in this interpreter), so ``--map`` files
 work the same. ``midi="capi"`` hands the events to ``livestems_midi`` instead (the C API's
 fixed mapping: MIDI channel k drives stem k, CC 7 gain, CC 20 mute, CC 21 solo). Not on this
 path (yet): MIDI feedback and ``--key``.
 
 JACK frame times map to the engine's stream as in the
-Python host (:class:`~livestems.stream.backends.jack.FrameClock`, ported to C:
+Python host (:class:`~livestems.stream.io.backends.jack.FrameClock`, ported to C:
 ``ls_jack_frame_step``): a repeated frame time inserts nothing, a confirmed skipped cycle is
 fed as silence.
 
@@ -45,7 +45,7 @@ import jack
 
 from livestems.dsp.kernels import db_to_gain
 
-from ..params import ParamSet, stem_params
+from livestems.stream.core.params import ParamSet, stem_params
 from .common import AudioBackendError, ServerShutdownError, live_stats
 from .jack import CAPTURE, _api, _open_client, port_layout
 
@@ -102,7 +102,7 @@ typedef struct {
     void *midi_fn;              /* livestems_midi */
     uint64_t cycles, errors, silent_cycles, midi_events;
     int64_t first_frame;
-    /* JACK frame time -> the engine's stream: the logic of FrameClock (stream/backends/
+    /* JACK frame time -> the engine's stream: the logic of FrameClock (stream/io/backends/
        jack.py), so a repeated frame time inserts nothing and a confirmed skip is filled */
     int64_t clk_next, clk_pending;
     uint32_t clk_started, max_gap;
@@ -346,9 +346,9 @@ class NativeJackHost:
         self.model = model
         self.resample_quality = resample_quality
         if safety_ms == "auto":  # measured with a Python engine on this machine, then fixed
-            from livestems.model.registry import load_separator
+            from livestems.model.nets.registry import load_separator
 
-            from ..engine import Engine
+            from livestems.stream.core.engine import Engine
 
             sep = load_separator(model)
             probe = Engine(sep, block_size=256, safety_ms="auto")
@@ -661,7 +661,7 @@ class NativeJackHost:
 
 class _MidiRing:
     """Control-thread side of the C callback's MIDI ring: the ``get`` of
-    :class:`~livestems.stream.midi.EventRing` (what :class:`JackMidiInput` reads)."""
+    :class:`~livestems.stream.midi.input.EventRing` (what :class:`JackMidiInput` reads)."""
 
     def __init__(self, proc, state):
         self._lib, self._ffi, self._st = proc.lib, proc.ffi, state

@@ -9,7 +9,7 @@ Threads. PortAudio calls :meth:`PortAudioHost._callback` on its audio thread: it
 input block into the engine, the engine's mix out into the output block (always filling it),
 and folds the :class:`sounddevice.CallbackFlags` into counters. Nothing else happens there,
 except, when a microphone is attached (``mic_channels`` + :attr:`PortAudioHost.mic`, see
-``stream/mic.py``), running its fixed-size block through the mic chain and adding it to the
+``stream/apps/mic.py``), running its fixed-size block through the mic chain and adding it to the
 output: the mic channels are extra input channels of the same duplex stream, so they share its
 clock and its block.
 """
@@ -21,8 +21,8 @@ import sys
 
 import numpy as np
 
-from ..engine import Engine
-from .common import AudioBackendError, karaoke_buses, live_stats
+from livestems.stream.core.engine import Engine
+from .common import AudioBackendError, live_stats
 
 __all__ = ["PortAudioHost", "list_devices", "resolve_device", "COMMON_RATES_HZ"]
 

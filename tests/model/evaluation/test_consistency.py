@@ -1,4 +1,4 @@
-"""Shift consistency (model/consistency.py) and `livestems bench --shift`."""
+"""Shift consistency (model/evaluation/consistency.py) and `livestems bench --shift`."""
 
 import json
 import subprocess
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from livestems.model.consistency import load_song, shift_consistency
-from livestems.model.registry import load_separator
+from livestems.model.evaluation.consistency import load_song, shift_consistency
+from livestems.model.nets.registry import load_separator
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path.insert(0, str(Path(__file__).parents[2]))
 from separators import SplitDelay  # noqa: E402  (tests/separators.py: real small separators)
 
 

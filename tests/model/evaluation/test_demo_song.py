@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from livestems.model.demo_song import SOURCES, DemoSong, make_demo_song
+from livestems.model.evaluation.demo_song import SOURCES, DemoSong, make_demo_song
 
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
 NATURAL_MINOR = (0, 2, 3, 5, 7, 8, 10)

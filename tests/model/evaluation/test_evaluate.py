@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 from scipy.signal import lfilter
 
-from livestems.model.evaluate import (EvalTrack, evaluate, ideal_ratio_mask, new_sdr,
+from livestems.model.evaluation.evaluate import (EvalTrack, evaluate, ideal_ratio_mask, new_sdr,
                                       score_track, sdr_v4_windows)
-from livestems.stream.cli import main
+from livestems.stream.cli.main import main
 
 FOUR = ("vocals", "drums", "bass", "other")
 
@@ -167,7 +167,7 @@ def test_cli_eval_folder_reports_skips_and_strict_stops(tmp_path, capsys):
 def test_oracle_uses_the_networks_stft_size():
     """The IRM oracle runs at the model's STFT size: 1024 for rt-tiny (its network's n_fft),
     not the 4096 fallback for separators that declare none."""
-    from livestems.model.presets import build_preset
+    from livestems.model.nets.presets import build_preset
 
     rep = evaluate([centred_track(seconds=2.0)], build_preset("rt-tiny"), "rt-tiny")
     assert rep["baselines"]["oracle_irm2"]["n_fft"] == 1024

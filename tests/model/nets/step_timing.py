@@ -1,6 +1,6 @@
 """Per-hop step time of a preset on this machine (not a test; `livestems bench` comes later).
 
-    .venv/bin/python tests/model/step_timing.py rt-tiny --threads 1 --hops 3000
+    .venv/bin/python tests/model/nets/step_timing.py rt-tiny --threads 1 --hops 3000
 """
 
 import argparse
@@ -9,7 +9,7 @@ import time
 import numpy as np
 import torch
 
-from livestems.model.presets import build_preset
+from livestems.model.nets.presets import build_preset
 
 
 def main():

@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livestems.model.hybrid import CausalHybridNet, StreamingHybrid
-from livestems.model.presets import PRESETS, build_preset, build_preset_net
-from livestems.model.protocol import Separator, stream_offline
+from livestems.model.nets.hybrid import CausalHybridNet, StreamingHybrid
+from livestems.model.nets.presets import PRESETS, build_preset, build_preset_net
+from livestems.model.nets.protocol import Separator, stream_offline
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 # small variants covering every option: look-ahead, attention, 2 LSTM layers, symmetric windows
@@ -118,7 +118,7 @@ def test_torch_stft_step_path_equals_offline(name):
 def test_causal_by_perturbation(name):
     """Aligned output up to t is bit-identical when input after t + latency changes, where
     within a hop the slack is up to hop - 1 samples (a hop is computed once it has fully
-    arrived; see tests/test_center.py). At hop boundaries the slack is zero."""
+    arrived; see tests/model/nets/test_center.py). At hop boundaries the slack is zero."""
     sep = _sep(name)
     lat, hop = sep.latency_samples, sep.hop
     x = _signal(30 * hop, 3)
@@ -239,7 +239,7 @@ def test_trainable_offline_forward():
 
 def test_rt_tiny_median_step_within_budget():
     """The budget is p99 <= 70 % of the hop on the 2-core machine (measured with
-    tests/model/step_timing.py, see docs/MODEL.md); on a shared CI box the test checks the
+    tests/model/nets/step_timing.py, see docs/MODEL.md); on a shared CI box the test checks the
     step's own cost (best short-run median) against the same bound."""
     sep = _sep("rt-tiny")
     threads = torch.get_num_threads()

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from signals import music_like
 
-from livestems.model.center import CenterCancel
-from livestems.model.protocol import Separator, stream_offline
-from livestems.stream.audio_io import read_audio
-from livestems.stream.backends.file import play_through
-from livestems.stream.engine import Engine
+from livestems.model.nets.center import CenterCancel
+from livestems.model.nets.protocol import Separator, stream_offline
+from livestems.stream.io.files import read_audio
+from livestems.stream.io.backends.file import play_through
+from livestems.stream.core.engine import Engine
 
 
 @pytest.fixture(scope="module")

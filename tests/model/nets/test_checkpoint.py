@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from livestems.model.checkpoint import CheckpointError, load_model, save_model
-from livestems.model.hybrid import CausalHybridNet, HDemucsNet, StreamingHybrid
-from livestems.model.registry import ModelError, load_separator
+from livestems.model.nets.checkpoint import CheckpointError, load_model, save_model
+from livestems.model.nets.hybrid import CausalHybridNet, HDemucsNet, StreamingHybrid
+from livestems.model.nets.registry import ModelError, load_separator
 
 MINI = dict(channels=4, n_fft=256, stft_hop=64, synthesis_len=128)
 
@@ -57,7 +57,7 @@ def _edit_weights(path, fn):
     state = load_file(str(weights))
     fn(state)
     save_file(state, str(weights))
-    from livestems.model.checkpoint import sha256_file
+    from livestems.model.nets.checkpoint import sha256_file
 
     _rewrite(path, sha256=sha256_file(weights))
 

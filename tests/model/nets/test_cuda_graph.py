@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from livestems.model.hybrid import StreamingHybrid
-from livestems.model.presets import build_preset_net
-from livestems.model.protocol import stream_offline
+from livestems.model.nets.hybrid import StreamingHybrid
+from livestems.model.nets.presets import build_preset_net
+from livestems.model.nets.protocol import stream_offline
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

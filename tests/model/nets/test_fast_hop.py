@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from livestems.model.hybrid import CausalHybridNet, StreamingHybrid
-from livestems.model.hybrid import streaming as streaming_mod
-from livestems.model.presets import PRESETS, build_preset, build_preset_net
-from livestems.model.protocol import stream_offline
+from livestems.model.nets.hybrid import CausalHybridNet, StreamingHybrid
+from livestems.model.nets.hybrid import streaming as streaming_mod
+from livestems.model.nets.presets import PRESETS, build_preset, build_preset_net
+from livestems.model.nets.protocol import stream_offline
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 # (net arguments, hop_frames): every option the fast hop packs (look-ahead delays, local
@@ -30,7 +30,7 @@ VARIANTS = {
                       residual_depth=0, lstm_layers=0, attn_frames=3, context=2,
                       norm_groups=2), 1),
 }
-CHECKPOINT = Path(__file__).resolve().parents[2] / "model/weights/rt-tiny.json"  # trained
+CHECKPOINT = Path(__file__).resolve().parents[3] / "model/weights/rt-tiny.json"  # trained
 
 
 @pytest.fixture(autouse=True)
@@ -83,9 +83,9 @@ def test_fast_hop_equals_network_hop(name):
 
 
 def test_trained_checkpoint_fast_equals_reference():
-    from livestems.model.checkpoint import load_model
-    from livestems.model.demo_song import make_demo_song
-    from livestems.model.registry import load_separator
+    from livestems.model.nets.checkpoint import load_model
+    from livestems.model.evaluation.demo_song import make_demo_song
+    from livestems.model.nets.registry import load_separator
 
     sep = load_separator(str(CHECKPOINT))
     assert sep._fast is not None, sep.fast_error

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from livestems.model.hybrid.causal import CausalHybridNet
-from livestems.model.hybrid.streaming import StreamingHybrid
-from livestems.model.presets import build_preset, build_preset_net
+from livestems.model.nets.hybrid.causal import CausalHybridNet
+from livestems.model.nets.hybrid.streaming import StreamingHybrid
+from livestems.model.nets.presets import build_preset, build_preset_net
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from livestems.model.checkpoint import CheckpointError, load_model
-from livestems.model.import_demucs import convert_package, import_demucs, read_demucs_package
-from livestems.stream.cli import main as cli_main
+from livestems.model.nets.checkpoint import CheckpointError, load_model
+from livestems.model.nets.import_demucs import convert_package, import_demucs, read_demucs_package
+from livestems.stream.cli.main import main as cli_main
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 # reduced sizes: nfft 256 -> 128 bins -> 3 frequency layers (the third merges), waveform
@@ -79,14 +79,14 @@ def test_cli_import_requires_trust_then_converts(demucs_oracle, tmp_path, capsys
     assert (tmp_path / "out.json").exists() and (tmp_path / "out.safetensors").exists()
     # refuses to overwrite without --force
     assert cli_main(["import-demucs", str(th), "-o", str(tmp_path / "out"), "--trust"]) == 3
-    from livestems.model.registry import load_separator
+    from livestems.model.nets.registry import load_separator
 
     sep = load_separator(str(tmp_path / "out.json"))
     assert type(sep).__name__ == "WindowedHybrid" and sep.sources == tuple(SOURCES)
 
 
 def test_pickles_are_refused_without_import(tmp_path):
-    from livestems.model.registry import ModelError, load_separator
+    from livestems.model.nets.registry import ModelError, load_separator
 
     th = tmp_path / "model.th"
     torch.save({"state": {}}, th)
@@ -133,7 +133,7 @@ def test_restricted_unpickler_rejects_foreign_globals(tmp_path):
 
 def test_windowed_separator_on_converted_weights_tracks_offline(demucs_oracle):
     """With ample context and look-ahead the windowed estimate is close to the offline one."""
-    from livestems.model.hybrid import WindowedHybrid
+    from livestems.model.nets.hybrid import WindowedHybrid
 
     pkg, theirs = _package(demucs_oracle, seed=5, **REDUCED)
     sep = WindowedHybrid(convert_package(pkg), hop=1024, context=8192, lookahead=4096)

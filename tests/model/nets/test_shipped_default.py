@@ -7,11 +7,11 @@ import sys
 import pytest
 import torch
 
-from livestems.model.checkpoint import sha256_file
-from livestems.model.demo_song import make_demo_song
-from livestems.model.presets import PRESETS, build_preset
-from livestems.model.registry import SHIPPED, ModelError, load_separator
-from livestems.stream.demo import sdr_db
+from livestems.model.nets.checkpoint import sha256_file
+from livestems.model.evaluation.demo_song import make_demo_song
+from livestems.model.nets.presets import PRESETS, build_preset
+from livestems.model.nets.registry import SHIPPED, ModelError, load_separator
+from livestems.stream.apps.demo import sdr_db
 
 
 def test_default_is_rt_tiny_with_its_trained_weights(shipped_default):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from livestems.model.hybrid import HDemucsNet, WindowedHybrid
-from livestems.model.protocol import stream_offline
+from livestems.model.nets.hybrid import HDemucsNet, WindowedHybrid
+from livestems.model.nets.protocol import stream_offline
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 

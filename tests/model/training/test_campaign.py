@@ -7,10 +7,10 @@ import shutil
 
 import torch
 
-from livestems.model.campaign import (CampaignPaths, Recipe, SynthSet, read_log, restore, save,
+from livestems.model.training.campaign import (CampaignPaths, Recipe, SynthSet, read_log, restore, save,
                                      train_config)
-from livestems.model.checkpoint import load_model
-from livestems.model.train import train
+from livestems.model.nets.checkpoint import load_model
+from livestems.model.training.trainer import train
 
 from test_train import write_musdb
 
@@ -72,8 +72,8 @@ def test_campaign_saved_on_one_machine_resumes_exactly_on_another(tmp_path):
 def test_the_recipe_never_trains_on_the_validation_singer(tmp_path):
     """The rt-small recipe's synthetic singers made from real vocals leave the validation song
     out, and every set's songs come from seeds below the held-out range."""
-    from livestems.model.campaign import RECIPES
-    from livestems.model.train import HELDOUT_SEED
+    from livestems.model.training.campaign import RECIPES
+    from livestems.model.training.trainer import HELDOUT_SEED
 
     r = RECIPES["rt-small"]
     for s in r.synth:

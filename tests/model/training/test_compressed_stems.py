@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from livestems.model.data import SOURCES, AugmentedStems, StemSegments, cache_dir, scan_musdb
+from livestems.model.training.data import SOURCES, AugmentedStems, StemSegments, cache_dir, scan_musdb
 
 RATE_IN, RATE = 48000, 44100
 FREQS = {"vocals": 440.0, "drums": 1200.0, "bass": 110.0, "other": 660.0}

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from livestems.model.data import (SOURCES, AugmentedStems, DatasetError, StemSegments,
+from livestems.model.training.data import (SOURCES, AugmentedStems, DatasetError, StemSegments,
                                   read_source, scan_musdb)
 
 SR = 8000

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from livestems.model.synth import SOURCES, render_song
-from livestems.model.synth.compose import SECTIONS, compose
-from livestems.model.synth.fluid import FluidError, NoteEvent, find_soundfont, get_renderer
-from livestems.model.synth.voice import Singer, SungNote, VoiceError, say, sing_phrase
-from livestems.stream.cli import main
+from livestems.model.training.synth import SOURCES, render_song
+from livestems.model.training.synth.compose import SECTIONS, compose
+from livestems.model.training.synth.fluid import FluidError, NoteEvent, find_soundfont, get_renderer
+from livestems.model.training.synth.voice import Singer, SungNote, VoiceError, say, sing_phrase
+from livestems.stream.cli.main import main
 
 SR = 44100
 

@@ -15,20 +15,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from livestems.model.synth import SOURCES, render_song
-from livestems.model.synth.compose import compose
-from livestems.model.synth.compose import NOTE_NAMES, SCALES
-from livestems.model.synth.realvocal import (RealVocalError, find_vocal_stems, key_shift,
+from livestems.model.training.synth import SOURCES, render_song
+from livestems.model.training.synth.compose import compose
+from livestems.model.training.synth.compose import NOTE_NAMES, SCALES
+from livestems.model.training.synth.realvocal import (RealVocalError, find_vocal_stems, key_shift,
                                              read_excerpt, shift_voice)
-from livestems.model.synth.singers import REAL, VoicePool, sing_lead
-from livestems.model.synth.speakers import (VOICES, SpeakerError, _missing_reason,
+from livestems.model.training.synth.singers import REAL, VoicePool, sing_lead
+from livestems.model.training.synth.speakers import (VOICES, SpeakerError, _missing_reason,
                                             available_voices, lyric_in, prefetch, speak)
-from livestems.model.synth.voice import Singer, SungNote, sing_phrase
-from livestems.stream.cli import main
+from livestems.model.training.synth.voice import Singer, SungNote, sing_phrase
+from livestems.stream.cli.main import main
 
 SR = 44100
 HUMAN = [v for v in VOICES if v.engine != "espeak"]
-TRAIN_REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "train-real"
+TRAIN_REAL = Path(__file__).resolve().parents[4] / "shared" / "data" / "train-real"
 
 
 def _need(voice):
@@ -83,7 +83,7 @@ def test_words_are_spoken_in_the_voice_language_and_batches_do_not_change_them()
     v = next(v for v in HUMAN if v.key == "festival:kal_diphone")
     _need(v)
     single, sr = speak(v, "fire")
-    from livestems.model.synth import speakers
+    from livestems.model.training.synth import speakers
 
     speakers._CACHE.clear()
     prefetch(v, ["night", "fire", "gold"])  # one Festival process, three utterances

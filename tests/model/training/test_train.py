@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from livestems.model.checkpoint import load_model, save_model
-from livestems.model.hybrid.causal import CausalHybridNet
-from livestems.model.presets import PRESETS
-from livestems.model.train import (
+from livestems.model.nets.checkpoint import load_model, save_model
+from livestems.model.nets.hybrid.causal import CausalHybridNet
+from livestems.model.nets.presets import PRESETS
+from livestems.model.training.trainer import (
     TrainConfig,
     TrainError,
     list_checkpoints,
@@ -133,7 +133,7 @@ def test_the_trainer_changes_the_model_and_a_different_seed_differs(data, tmp_pa
     a = run(config(data, tmp_path / "a", steps=3, valid=None))
     b = run(config(data, tmp_path / "b", steps=3, valid=None, seed=1))
     _, ta = load_checkpoint(a["checkpoint"])
-    from livestems.model.presets import build_preset_net
+    from livestems.model.nets.presets import build_preset_net
 
     init = build_preset_net("rt-tiny", seed=0).state_dict()
     moved = [k for k, v in init.items() if not torch.equal(ta[f"model.{k}"], v)]
@@ -209,8 +209,8 @@ def test_budget_stops_cleanly_with_a_checkpoint(data, tmp_path):
 
 
 def test_outputs_are_model_files_with_provenance(data, tmp_path):
-    from livestems.model.hybrid.streaming import StreamingHybrid
-    from livestems.model.registry import load_separator
+    from livestems.model.nets.hybrid.streaming import StreamingHybrid
+    from livestems.model.nets.registry import load_separator
 
     out = tmp_path / "run"
     res = run(config(data, out, steps=10, valid_every=5))
@@ -336,11 +336,11 @@ def test_distillation_from_a_teacher_on_unlabelled_music(data, tmp_path):
     assert prov["data"]["kind"].startswith("unlabelled") and prov["data"]["files"] == 2
     assert str(path) in prov["data"]["teacher"]
     # the first step's loss is the L1 distance to the teacher's output on that batch
-    from livestems.model.train import MixtureSegments, scan_audio
+    from livestems.model.training.trainer import MixtureSegments, scan_audio
 
     ds = MixtureSegments(scan_audio(music, SR), int(0.1 * SR), seed=0)
     mix = torch.stack([ds[0], ds[1]])
-    from livestems.model.presets import build_preset_net
+    from livestems.model.nets.presets import build_preset_net
 
     with torch.no_grad():
         loss0 = separation_loss(build_preset_net("rt-tiny", 0)(mix), teacher(mix))
@@ -376,7 +376,7 @@ def test_invalid_options_are_listed():
 
 
 def test_cli(data, tmp_path, capsys):
-    from livestems.stream.cli import main
+    from livestems.stream.cli.main import main
 
     train_dir = data[0]
     args = ["train", "--data", str(train_dir), "--out", str(tmp_path / "run"), "--steps", "3",

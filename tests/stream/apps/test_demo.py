@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import soundfile as sf
 
-from livestems.model.registry import DEFAULT_MODEL, load_separator
+from livestems.model.nets.registry import DEFAULT_MODEL, load_separator
 
 
 def _demo(out, *extra):

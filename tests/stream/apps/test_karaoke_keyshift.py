@@ -10,10 +10,10 @@ import pytest
 
 from livestems.dsp.pitch import (granular_shift, hann_grain_window, max_step_bound,
                                  semitones_to_ratio, shifter_geometry)
-from livestems.model.protocol import stream_offline
-from livestems.model.registry import load_separator
-from livestems.stream.engine import Engine
-from livestems.stream.pitch import KeyShiftedSeparator
+from livestems.model.nets.protocol import stream_offline
+from livestems.model.nets.registry import load_separator
+from livestems.stream.core.engine import Engine
+from livestems.dsp.pitch import KeyShiftedSeparator
 
 SR = 44100
 

@@ -17,7 +17,7 @@ from jackserver import JackServer
 from jackio import PlayRecord, wait_for_ports
 
 from livestems.dsp.kernels import db_to_gain, deinterleave, interleave
-from livestems.stream.mic import MicChain, parse_mic_channels
+from livestems.stream.apps.mic import MicChain, parse_mic_channels
 
 RATE = 48000
 PERIOD = 256

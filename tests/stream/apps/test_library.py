@@ -1,7 +1,7 @@
 """`livestems separate` over a library: folders, parallel workers, resume, interrupts, summary.
 
 Real files, real subprocesses and real signals. The DSP baseline `center` (the suite's default,
-tests/conftest.py) keeps these cheap; tests/test_offline.py checks the network's offline path.
+tests/conftest.py) keeps these cheap; tests/stream/apps/test_offline.py checks the network's offline path.
 """
 
 import json

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from signals import music_like
 
-from livestems.model.protocol import stream_offline
-from livestems.stream.offline import batched_path, separate_array
+from livestems.model.nets.protocol import stream_offline
+from livestems.stream.apps.offline import batched_path, separate_array
 
 
 def _diff_db(a, b):
@@ -21,7 +21,7 @@ def _diff_db(a, b):
 @pytest.mark.parametrize("model,chunk_hops", [("rt-tiny", 256), ("rt-tiny", 7),
                                               ("rt-small", 64), ("center", 256)])
 def test_offline_equals_streaming(model, chunk_hops):
-    from livestems.model.registry import load_separator
+    from livestems.model.nets.registry import load_separator
 
     sep = load_separator(model)
     x = music_like(3.3, seed=5)[:, :145_037]  # not a multiple of any hop or chunk
@@ -38,14 +38,14 @@ def test_offline_equals_streaming(model, chunk_hops):
 
 
 def test_offline_path_is_batched_for_the_network_and_step_for_the_dsp_baseline():
-    from livestems.model.registry import load_separator
+    from livestems.model.nets.registry import load_separator
 
     assert batched_path(load_separator("rt-tiny")) == "batched"
     assert batched_path(load_separator("center")) == "step"
 
 
 def test_separate_array_checks_its_input():
-    from livestems.model.registry import load_separator
+    from livestems.model.nets.registry import load_separator
 
     with pytest.raises(ValueError, match="channels=2"):
         separate_array(load_separator("center"), np.zeros((1, 100), np.float32))
@@ -56,8 +56,8 @@ def test_separate_array_checks_its_input():
 def test_segments_concatenate_to_the_whole_file_result(model, segment):
     """Long files are separated piece by piece with carried state (bounded memory): the pieces
     put together equal the one-call result."""
-    from livestems.model.registry import load_separator
-    from livestems.stream.offline import iter_separated
+    from livestems.model.nets.registry import load_separator
+    from livestems.stream.apps.offline import iter_separated
 
     sep = load_separator(model)
     x = music_like(2.1, seed=7)[:, :90_001]

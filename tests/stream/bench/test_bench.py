@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from livestems.model.registry import load_separator
-from livestems.stream.bench import bench_stream, measure_latency
+from livestems.model.nets.registry import load_separator
+from livestems.stream.bench.measure import bench_stream, measure_latency
 
 BASELINE = Path(__file__).parent / "bench_baseline.json"
 FIGURES = Path(os.environ.get("LIVESTEMS_BENCH_FIGURES", "/tmp/livestems-bench-figures.json"))

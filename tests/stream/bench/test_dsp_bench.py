@@ -2,7 +2,7 @@
 
 import json
 
-from livestems.dsp.bench import main
+from livestems.stream.bench.dsp_kernels import main
 
 
 def test_bench_json_has_every_path_and_all_reconstruct(capsys):

@@ -68,7 +68,7 @@ def test_stem_mp4_output_has_five_streams(tmp_path):
                             "stream=index", "-of", "csv=p=0", str(out)],
                            capture_output=True, text=True, check=True)
     assert len(probe.stdout.split()) == 5
-    from livestems.stream.stems_mp4 import read_stem_metadata
+    from livestems.stream.io.stems_mp4 import read_stem_metadata
 
     names = [s["name"] for s in read_stem_metadata(out)["stems"]]
     assert names == ["drums", "bass", "accompaniment", "vocals"]
@@ -174,7 +174,7 @@ def test_default_model_writes_its_four_stems_and_the_accompaniment(real_dir, tmp
                                stems["drums"] + stems["bass"] + stems["other"], atol=1e-4)
     # aligned: the stems' sum follows the input at lag 0 (the model latency was removed)
     total = sum(stems[s] for s in ("drums", "bass", "other", "vocals"))[:, 0]
-    from livestems.stream.audio_io import read_audio
+    from livestems.stream.io.files import read_audio
 
     x = read_audio(clip).samples[0]
     lags = range(-300, 301, 50)

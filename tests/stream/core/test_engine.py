@@ -5,8 +5,8 @@ import pytest
 from signals import music_like
 from separators import Broken, Sleepy, SplitDelay
 
-from livestems.stream.backends.file import play_through
-from livestems.stream.engine import Engine
+from livestems.stream.io.backends.file import play_through
+from livestems.stream.core.engine import Engine
 
 
 def _random_blocks(total, rng, max_block):
@@ -180,7 +180,7 @@ def test_after_an_input_overflow_the_model_takes_over_again():
     """A worker stall longer than the input ring drops input (counted); once the worker runs
     again the output comes from the model again, in time (the dropped frames become silence
     in their place, so the frame count that maps hops to output positions stays right)."""
-    from livestems.model.registry import load_separator
+    from livestems.model.nets.registry import load_separator
 
     sep = load_separator("center")
     eng = Engine(sep, block_size=256, ring_seconds=0.1)  # a 4410-frame input ring
@@ -238,8 +238,8 @@ import atexit, threading
 atexit.register(lambda: print("workers at exit:",
                               sum(t.name == "livestems-worker" for t in threading.enumerate())))
 import numpy as np
-from livestems.stream.engine import Engine
-from livestems.model.registry import load_separator
+from livestems.stream.core.engine import Engine
+from livestems.model.nets.registry import load_separator
 eng = Engine(load_separator("center"), block_size=256, io_rate=48000).start()
 eng.push(np.zeros((2, 256), np.float32))
 print("running:", sum(t.name == "livestems-worker" for t in threading.enumerate()))

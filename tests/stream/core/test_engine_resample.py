@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from livestems.model.registry import load_separator
-from livestems.stream.backends.common import karaoke_buses
-from livestems.stream.engine import Engine
+from livestems.model.nets.registry import load_separator
+from livestems.stream.core.engine import Engine, karaoke_buses
 
 
 def _run(eng, x, blocks):

@@ -8,8 +8,8 @@ import pytest
 from separators import Sleepy, SplitDelay
 from signals import music_like
 
-from livestems.stream.backends.file import play_through
-from livestems.stream.engine import SAFETY_MS_MAX, Engine, auto_safety_ms, safety_line
+from livestems.stream.io.backends.file import play_through
+from livestems.stream.core.engine import SAFETY_MS_MAX, Engine, auto_safety_ms, safety_line
 
 
 def test_the_rule():

@@ -4,8 +4,8 @@ mute/solo rules, clamping."""
 import numpy as np
 import pytest
 
-from livestems.stream.mixer import StemMixer
-from livestems.stream.params import ParamError, ParamSet, stem_params
+from livestems.stream.core.mixer import StemMixer
+from livestems.stream.core.params import ParamError, ParamSet, stem_params
 
 
 def _run(mixer, n, block=64):

@@ -6,7 +6,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from livestems.stream.ring import Ring, next_pow2
+from livestems.stream.core.ring import Ring, next_pow2
 
 
 def test_capacity_is_power_of_two():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from livestems.stream.audio_io import (
+from livestems.stream.io.files import (
     STEM_NAMES,
     AudioData,
     atomic_output,
@@ -27,7 +27,7 @@ from livestems.stream.audio_io import (
 )
 from livestems.stream.errors import AudioFileError, LivestemsError, OutputError, ToolMissingError
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+REAL = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "real"
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 needs_ffmpeg = pytest.mark.skipif(not HAVE_FFMPEG,
                                   reason="ffmpeg/ffprobe not installed (apt-get install ffmpeg)")
@@ -451,7 +451,7 @@ def test_full_disk_raises_output_error_and_leaves_no_file(tmp_path):
     script = textwrap.dedent(f"""
         import resource, signal, sys
         import numpy as np
-        from livestems.stream.audio_io import write_audio
+        from livestems.stream.io.files import write_audio
         from livestems.stream.errors import OutputError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))

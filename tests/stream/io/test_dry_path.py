@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from jackio import PlayRecord, lsp_capture_latency
 
-from livestems.stream.backends.jack import JackHost
+from livestems.stream.io.backends.jack import JackHost
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path.insert(0, str(Path(__file__).parents[2]))
 from separators import Broken  # noqa: E402  (tests/separators.py: real small separators)
 
 

@@ -11,12 +11,11 @@ import pytest
 import soundfile as sf
 from jackio import PlayRecord, error_db, lsp_capture_latency, thread_dump, wait_for_ports
 
-from livestems.model.demo_song import make_demo_song
-from livestems.model.registry import load_separator
-from livestems.stream.backends.common import karaoke_buses
-from livestems.stream.backends.file import play_through
-from livestems.stream.backends.jack import port_layout
-from livestems.stream.engine import Engine
+from livestems.model.evaluation.demo_song import make_demo_song
+from livestems.model.nets.registry import load_separator
+from livestems.stream.core.engine import Engine, karaoke_buses
+from livestems.stream.io.backends.file import play_through
+from livestems.stream.io.backends.jack import port_layout
 
 CLIENT = "livestems"
 PORTS = [f"{CLIENT}:{p}" for p in port_layout(("vocals", "accompaniment"))]
@@ -81,7 +80,7 @@ def _record_song(server, mix, lat, attempts=8):
         print(f"xruns or skipped cycles during the recording ({pr.xruns}, {pr.gaps}); recording again")
     # Not a verdict on livestems: no clean recording could be made, so the comparison this
     # test exists for could not run. Reported as a skip with the reason; the xrun counts
-    # themselves are what tests/live/test_soak.py measures (and fails on).
+    # themselves are what tests/stream/io/test_soak.py measures (and fails on).
     pytest.skip(f"JACK reported xruns in all {attempts} recordings: this machine is too busy "
                 "right now to record cleanly (non-real-time jackd; see docs/LIVE.md)")
 
@@ -94,7 +93,7 @@ def _check_live_stats(st):
     # Deadline misses are not asserted here: the recording the caller compared to -60 dB was
     # the model's output throughout (a miss in it would have failed that comparison); a miss
     # elsewhere in the session (warm-up, a retried recording) is a stall of the VM, which the
-    # soak measures (tests/live/test_soak.py).
+    # soak measures (tests/stream/io/test_soak.py).
     print(brief)
     assert st["worker_error"] is None, st["worker_error"]
 

@@ -1,5 +1,5 @@
 """JACK frame times -> the engine's stream: a repeated frame time inserts nothing, a real
-skipped cycle is filled with silence, alignment holds either way (stream/backends/jack.py).
+skipped cycle is filled with silence, alignment holds either way (stream/io/backends/jack.py).
 
 The replay tests drive the host's real cycle code (``JackHost._cycle``: frame bookkeeping,
 push, pull) with a recorded call sequence, on a client of a real server that is not
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livestems.stream.backends.jack import FrameClock, JackHost, port_layout
+from livestems.stream.io.backends.jack import FrameClock, JackHost, port_layout
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path.insert(0, str(Path(__file__).parents[2]))
 from separators import SplitDelay  # noqa: E402  (tests/separators.py: real small separators)
 
 P = 256  # the server's period (the jackd fixture: 48 kHz / 256)

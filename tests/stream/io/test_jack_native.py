@@ -13,10 +13,10 @@ import soundfile as sf
 from jackio import error_db, lsp_capture_latency
 from test_jack import PORTS, _record_song, _start_livestems, _stop
 
-from livestems.model.demo_song import make_demo_song
-from livestems.model.registry import load_separator
-from livestems.stream.backends.jack import JackHost
-from livestems.stream.backends.jack_native import NativeJackHost, library_path
+from livestems.model.evaluation.demo_song import make_demo_song
+from livestems.model.nets.registry import load_separator
+from livestems.stream.io.backends.jack import JackHost
+from livestems.stream.io.backends.jack_native import NativeJackHost, library_path
 
 HOLD_S = 0.3  # < jackd's 500 ms client timeout
 
@@ -145,9 +145,8 @@ def test_native_defaults_at_48k_equal_the_offline_computation(jackd, tmp_path):
     offline on the same input to -60 dB, with no deadline miss. A session in which the
     machine disturbed livestems (xruns, skipped cycles, a miss despite the measured margin) is
     run again, at most 4 times, then skipped with the counts (docs/LIVE.md)."""
-    from livestems.stream.backends.common import karaoke_buses
-    from livestems.stream.backends.file import play_through
-    from livestems.stream.engine import Engine
+    from livestems.stream.core.engine import Engine, karaoke_buses
+    from livestems.stream.io.backends.file import play_through
     from test_jack import CLIENT
 
     song = make_demo_song(seconds=2.0, sample_rate=48000, seed=6).mixture
@@ -193,11 +192,11 @@ def test_native_defaults_at_48k_equal_the_offline_computation(jackd, tmp_path):
 
 
 def test_c_frame_clock_matches_the_python_one():
-    """ls_jack_frame_step (C) against FrameClock (Python, tests/live/test_jack_frames.py) on
+    """ls_jack_frame_step (C) against FrameClock (Python, tests/stream/io/test_jack_frames.py) on
     random call sequences: steps, misreports (a jump then the same time again), real skips,
     backward steps, large jumps, short blocks, across the uint32 wrap."""
-    from livestems.stream.backends.jack import FrameClock
-    from livestems.stream.backends.jack_native import _proc_lib
+    from livestems.stream.io.backends.jack import FrameClock
+    from livestems.stream.io.backends.jack_native import _proc_lib
 
     proc = _proc_lib()
     rng = np.random.default_rng(11)
@@ -238,7 +237,7 @@ def test_native_midi_goes_through_the_c_ring_to_the_mapping(jackd, tmp_path, mon
     sys.path.insert(0, str(Path(__file__).parents[1] / "midi"))
     from midirig import Controller
 
-    from livestems.stream.cmd_midi import start_midi
+    from livestems.stream.apps.jack_client import start_midi
 
     monkeypatch.setenv("JACK_DEFAULT_SERVER", jackd.name)
     mapping = tmp_path / "map.toml"

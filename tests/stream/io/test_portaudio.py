@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from jackio import PlayRecord, error_db, wait_for_ports
 
-from livestems.model.demo_song import make_demo_song
+from livestems.model.evaluation.demo_song import make_demo_song
 
 PA_IN = ["PortAudio:in_0", "PortAudio:in_1"]
 PA_OUT = ["PortAudio:out_0", "PortAudio:out_1"]

@@ -1,7 +1,7 @@
 """Music through `livestems jack` at 48 kHz / 256 frames with the default model: no deadline
 misses, no xruns after the first 100 ms, the audio kept flowing, and memory that does not grow.
 
-The short soak (30 s) runs in CI; the 60-second one is `pytest -m soak tests/live`."""
+The short soak (30 s) runs in CI; the 60-second one is `pytest -m soak tests/stream`."""
 
 import threading
 import time
@@ -11,8 +11,8 @@ import pytest
 from jackio import PlayRecord
 from test_jack import CLIENT, _start_livestems, _stop
 
-from livestems.model.demo_song import make_demo_song
-from livestems.model.registry import load_separator
+from livestems.model.evaluation.demo_song import make_demo_song
+from livestems.model.nets.registry import load_separator
 
 SAFETY_MS = 10  # headroom for a worker the VM descheduled (docs/LIVE.md: misses 475-504 -> 6-94)
 WARMUP_S = 5.0  # RSS samples before this (imports finishing, first hops, allocator) are left out

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livestems.stream.audio_io import read_audio, read_stems, write_audio
+from livestems.stream.io.files import read_audio, read_stems, write_audio
 from livestems.stream.errors import AudioFileError, OutputError, ToolMissingError
-from livestems.stream.stems_mp4 import (
+from livestems.stream.io.stems_mp4 import (
     DEFAULT_STEM_COLORS,
     STEM_KEYS,
     _insert_stem_box,
@@ -25,7 +25,7 @@ from livestems.stream.stems_mp4 import (
     write_stems_mp4,
 )
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+REAL = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "real"
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
                                 reason="ffmpeg/ffprobe not installed (apt-get install ffmpeg)")
 
@@ -265,7 +265,7 @@ def test_encoder_failure_on_a_full_disk_leaves_nothing(tmp_path):
     script = textwrap.dedent(f"""
         import resource, signal, sys
         import numpy as np
-        from livestems.stream.stems_mp4 import STEM_KEYS, write_stems_mp4
+        from livestems.stream.io.stems_mp4 import STEM_KEYS, write_stems_mp4
         from livestems.stream.errors import OutputError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, resource.RLIM_INFINITY))

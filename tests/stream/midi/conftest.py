@@ -7,9 +7,9 @@ import pytest
 
 _HERE = Path(__file__).parent
 sys.path.insert(0, str(_HERE))
-sys.path.insert(0, str(_HERE.parent / "live"))  # jackio
+sys.path.insert(0, str(_HERE.parent))  # jackio
 
-sys.path.insert(0, str(_HERE.parent))  # jackserver
+sys.path.insert(0, str(_HERE.parents[1]))  # jackserver
 from jackserver import start_jackd  # noqa: E402
 
 

@@ -183,7 +183,7 @@ def with_retries(rig, body, attempts=8):
             print(f"xrun during the recording ({exc}); restarting and recording again")
             rig.restart()
     import pytest  # not a verdict on livestems: no clean recording could be made (see
-    # tests/live/test_jack.py::_record_song); the soak measures the xruns themselves
+    # tests/stream/io/test_jack.py::_record_song); the soak measures the xruns themselves
     pytest.skip(f"JACK reported xruns in all {attempts} recordings: this machine is too busy "
                 "right now to record cleanly (non-real-time jackd; see docs/LIVE.md)")
 

@@ -4,11 +4,11 @@ import tomllib
 
 import pytest
 
-from livestems.stream.midi import CC, NOTE_ON, MidiEvent
-from livestems.stream.midicontrol import MidiController
-from livestems.stream.midimap import Binding, MappingError, load_mapping, parse_mapping, \
+from livestems.stream.midi.input import CC, NOTE_ON, MidiEvent
+from livestems.stream.midi.controller import MidiController
+from livestems.stream.midi.mapping import Binding, MappingError, load_mapping, parse_mapping, \
     write_learned
-from livestems.stream.params import ParamSet, curve_position, curve_value, stem_params
+from livestems.stream.core.params import ParamSet, curve_position, curve_value, stem_params
 
 CENTER = ("vocals", "accompaniment")
 FOUR = ("vocals", "drums", "bass", "other")

@@ -4,11 +4,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livestems.stream.midi import CC, NOTE_OFF, NOTE_ON, PITCH_BEND, PROGRAM, EventRing, \
+from livestems.stream.midi.input import CC, NOTE_OFF, NOTE_ON, PITCH_BEND, PROGRAM, EventRing, \
     MidiEvent, MidiParser
-from livestems.stream.midicontrol import MidiController
-from livestems.stream.midimap import load_mapping, parse_mapping
-from livestems.stream.params import ParamSet, stem_params
+from livestems.stream.midi.controller import MidiController
+from livestems.stream.midi.mapping import load_mapping, parse_mapping
+from livestems.stream.core.params import ParamSet, stem_params
 
 
 def _parse(data):

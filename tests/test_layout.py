@@ -1,0 +1,158 @@
+"""The package layout holds: imports go only the allowed directions (tools/layers.py), no
+module import cycles, pyproject.toml packages every folder, model/weights holds only shipped
+models and git tracks no training run state.
+
+The first test checks the real tree; the others build small fake trees to show that the check
+really fails on what it must refuse (a core -> cli import, a cycle, a lazy or relative import
+the wrong way, an import of a module that is gone).
+"""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+import layers  # noqa: E402  (tools/layers.py: the rules and the check)
+
+
+def test_the_tree_keeps_its_layers():
+    problems = layers.check()
+    assert not problems, "\n".join(problems)
+
+
+def test_the_cli_is_imported_by_nothing_and_the_core_by_no_host():
+    """The acceptance's two rules, read off the real import edges (not only off ALLOWED)."""
+    edges = layers.imports(layers.find_modules(layers.package_dirs()))
+    into_cli = [e for e in edges if layers.layer_of(e.dst) == layers.CLI
+                and layers.layer_of(e.src) not in (layers.CLI, layers.MAIN)]
+    assert not into_cli, into_cli
+    hosts = {layers.CLI, layers.APPS, layers.IO, layers.BENCH, layers.MIDI, layers.BRIDGE}
+    from_core = [e for e in edges if layers.layer_of(e.src) == layers.CORE
+                 and layers.layer_of(e.dst) in hosts]
+    assert not from_core, from_core
+    assert {e.dst for e in edges if e.src == "livestems.stream.__main__"} == {
+        "livestems.stream.cli.main"}
+
+
+def test_the_rules_themselves_form_no_cycle():
+    assert layers.layer_cycles() == []
+    bad = dict(layers.ALLOWED)
+    bad[layers.CORE] = bad[layers.CORE] + (layers.APPS,)
+    assert layers.layer_cycles(bad), "a rule table with core -> apps -> core must be refused"
+
+
+def _tree(tmp_path, files: dict[str, str]):
+    """A fake livestems in tmp_path: {path under the package: source}; every folder gets an
+    __init__.py. Returns the package-dir mapping the check reads."""
+    root = tmp_path / "pkg"
+    for rel, src in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        for d in [p.parent, *p.parent.relative_to(root).parents]:
+            (root / d / "__init__.py").touch()
+        p.write_text(src)
+    return {"livestems.stream": tmp_path / "pkg"}
+
+
+def _check(tmp_path, files):
+    return layers.check(repo=tmp_path, dirs=_tree(tmp_path, files))
+
+
+def test_a_core_module_importing_the_cli_fails(tmp_path):
+    problems = _check(tmp_path, {
+        "core/engine.py": "from livestems.stream.cli.main import main\n",
+        "cli/main.py": "def main():\n    return 0\n",
+    })
+    assert len(problems) == 1, problems
+    assert "livestems.stream.core.engine (livestems.stream.core) imports " \
+           "livestems.stream.cli.main (livestems.stream.cli)" in problems[0]
+    assert problems[0].startswith("pkg/core/engine.py:1: ")
+
+
+def test_lazy_and_relative_imports_count_too(tmp_path):
+    problems = _check(tmp_path, {
+        "core/ring.py": "def f():\n    from ..apps import demo\n    return demo\n",
+        "core/mixer.py": "def g():\n    import livestems.stream.io.files\n",
+        "apps/demo.py": "",
+        "io/files.py": "",
+    })
+    assert len(problems) == 2, problems
+    assert any("core.ring (livestems.stream.core) imports livestems.stream.apps.demo" in p
+               for p in problems)
+    assert any("core.mixer (livestems.stream.core) imports livestems.stream.io.files" in p
+               for p in problems)
+
+
+def test_an_import_cycle_fails_even_inside_one_layer(tmp_path):
+    problems = _check(tmp_path, {
+        "apps/a.py": "from livestems.stream.apps.b import g\n\ndef f():\n    return g\n",
+        "apps/b.py": "def g():\n    from livestems.stream.apps.a import f  # lazy\n    return f\n",
+    })
+    assert problems == ["import cycle: livestems.stream.apps.a -> livestems.stream.apps.b -> "
+                        "livestems.stream.apps.a"]
+
+
+def test_the_old_cli_cycle_is_caught(tmp_path):
+    """cmd_jack <-> cmd_midi, as they were before the CLI became thin."""
+    problems = _check(tmp_path, {
+        "cli/jack.py": "def serve():\n    from .midi import start_midi\n",
+        "cli/midi.py": "from .jack import serve\n\ndef start_midi():\n    pass\n",
+    })
+    assert problems == ["import cycle: livestems.stream.cli.jack -> livestems.stream.cli.midi "
+                        "-> livestems.stream.cli.jack"]
+
+
+def test_an_import_of_a_module_that_is_gone_fails(tmp_path):
+    problems = _check(tmp_path, {
+        "apps/demo.py": "def run():\n    from livestems.stream.engine import Engine\n",
+    })
+    assert problems == ["pkg/apps/demo.py:2: livestems.stream.apps.demo imports "
+                        "livestems.stream.engine, which does not exist"]
+
+
+def test_allowed_imports_pass(tmp_path):
+    assert _check(tmp_path, {
+        "core/engine.py": "from .ring import Ring\n",
+        "core/ring.py": "class Ring:\n    pass\n",
+        "io/files.py": "from livestems.stream.core.engine import Ring\n",
+        "apps/demo.py": "from livestems.stream.io import files\nfrom ..core import engine\n",
+        "cli/main.py": "from livestems.stream.apps.demo import files\n",
+    }) == []
+
+
+def test_pyproject_packages_every_folder_and_the_package_data():
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(cfg["packages"])
+    dirs = layers.package_dirs()
+    found = {m for m, p in layers.find_modules(dirs).items() if p.name == "__init__.py"}
+    assert listed == found, (f"in pyproject.toml, not on disk: {sorted(listed - found)}; "
+                             f"on disk, not in pyproject.toml: {sorted(found - listed)}")
+    for pkg, globs in cfg["package-data"].items():
+        base = dirs.get(pkg) or layers.find_modules(dirs)[pkg].parent
+        for g in globs:
+            assert list(base.glob(g)), f"package-data {pkg}: {g} matches nothing in {base}"
+
+
+def _tracked(*paths):
+    r = subprocess.run(["git", "-C", str(REPO), "ls-files", "--", *paths],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"not a git checkout: {r.stderr.strip()}")
+    return r.stdout.split()
+
+
+def test_model_weights_hold_only_shipped_models_and_no_run_state_is_tracked():
+    from livestems.model.nets.registry import SHIPPED, WEIGHTS_DIR
+
+    assert WEIGHTS_DIR == REPO / "model" / "weights"
+    shipped = {f"model/weights/{p.name}" for p in SHIPPED.values()}
+    shipped |= {s.replace(".json", ".safetensors") for s in shipped}
+    assert set(_tracked("model/weights")) == shipped
+    assert _tracked("runs") == []
+    # the one resume checkpoint kept in git: campaign/NAME/resume (docs/MODEL.md)
+    for f in _tracked("model", "stream", "dsp", "bridge", "livestems_root"):
+        assert "/checkpoints/" not in f and "/resume/" not in f, f
