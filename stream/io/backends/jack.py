@@ -51,7 +51,7 @@ import numpy as np
 
 from livestems.dsp.kernels import db_to_gain
 
-from livestems.stream.core.engine import Engine
+from livestems.stream.core.engine import Engine, karaoke_buses
 from livestems.stream.midi.input import EventRing
 from livestems.stream.core.params import ParamSet, stem_params
 from .common import AudioBackendError, ServerShutdownError, live_stats

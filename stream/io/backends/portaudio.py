@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from livestems.stream.core.engine import Engine
+from livestems.stream.core.engine import Engine, karaoke_buses
 from .common import AudioBackendError, live_stats
 
 __all__ = ["PortAudioHost", "list_devices", "resolve_device", "COMMON_RATES_HZ"]
