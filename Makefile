@@ -1,6 +1,7 @@
 # The two set-up commands of the README: `make demo` (the main job) and `make test` (the suite).
 # Both are idempotent: they install the Debian packages they need when missing (as root;
 # otherwise they print the apt-get line and stop), create .venv, install the project, then run.
+# `make architecture` redraws docs/architecture.png from the code (tools/layers.py).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -16,7 +17,7 @@ DEBS := ffmpeg jackd2 libjack-jackd2-dev libportaudio2 espeak-ng fluidsynth flui
         festvox-suopuhe-lj festvox-suopuhe-mv festvox-us-slt-hts festvox-ca-ona-hts \
         dpf-source lv2-dev lv2file lilv-utils sordi g++ make clang libclang-rt-14-dev
 
-.PHONY: demo test deps venv clean
+.PHONY: demo test architecture deps venv clean
 
 deps:
 	@missing=""; \
@@ -50,6 +51,9 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q
+
+architecture: venv
+	$(PY) tools/layers.py --png docs/architecture.png
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .hypothesis

@@ -7,6 +7,7 @@ really fails on what it must refuse (a core -> cli import, a cycle, a lazy or re
 the wrong way, an import of a module that is gone).
 """
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -156,3 +157,39 @@ def test_model_weights_hold_only_shipped_models_and_no_run_state_is_tracked():
     # the one resume checkpoint kept in git: campaign/NAME/resume (docs/MODEL.md)
     for f in _tracked("model", "stream", "dsp", "bridge", "livestems_root"):
         assert "/checkpoints/" not in f and "/resume/" not in f, f
+
+
+def test_the_readme_layout_matches_the_tree():
+    """Every folder the README's Layout section names exists, and every package folder and
+    every top-level folder git tracks is named there."""
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("## Layout\n"):text.index("\n## ", text.index("## Layout\n") + 1)]
+    named, top = [], None
+    for line in block.splitlines():
+        if not line.startswith("    ") or not line.strip() or line.startswith(" " * 8 + " "):
+            continue
+        token = line.split()[0]
+        if not ("/" in token or token.endswith(".py")):
+            continue
+        if line.startswith("      "):  # a child of the last top-level entry
+            named.append(f"{top}{token}")
+        else:
+            top = token
+            named.append(token)
+    for path in named:
+        if path == "runs/":  # git-ignored: there only after a training run
+            continue
+        real = REPO / path.replace("NAME/", "")
+        assert real.exists(), f"README's Layout names {path}, which is not in the tree"
+    # a package folder two levels down may be named on its parent's line ("backends/: ...");
+    # the tests/ entry's own folder names do not count
+    words = set(re.findall(r"[\w.]+/", block[:block.index("\n    tests/")]))
+    for m, p in layers.find_modules(layers.package_dirs()).items():
+        if p.name == "__init__.py":
+            rel = p.parent.relative_to(REPO).as_posix() + "/"
+            assert rel in named or f"{p.parent.name}/" in words, \
+                f"package folder {rel} is missing from README's Layout"
+    tracked_tops = {f.split("/")[0] + "/" for f in _tracked() if "/" in f
+                    and not f.startswith(".")}
+    named_tops = {n.split("/")[0] + "/" for n in named}
+    assert tracked_tops <= named_tops, tracked_tops - named_tops

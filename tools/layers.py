@@ -316,7 +316,7 @@ def draw(png: Path, repo: Path = REPO, layers=ALLOWED) -> None:
             continue
         rows.setdefault(rank[x], []).append(x)
     order = {MAIN: 0, CLI: 0, BENCH: 0, APPS: 0, IO: 0, BRIDGE: 1, MIDI: 0, CORE: 0,
-             TRAINING: 1, EVALUATION: 1, NETS: 1, STREAM: 0, DSP: 0}
+             TRAINING: 1, EVALUATION: 1, NETS: 1, STREAM: -1, DSP: 0}
     for k in rows:
         rows[k].sort(key=lambda x: (order.get(x, 0), x))
     width, box_w, box_h, gap_y = 16.0, 4.6, 1.25, 0.75
@@ -346,6 +346,8 @@ def draw(png: Path, repo: Path = REPO, layers=ALLOWED) -> None:
             ax.text(cx, y + 0.08, text, ha="center", va="bottom", fontsize=6.5,
                     color="#333333")
     for a, b in sorted(shown):
+        if a not in pos or b not in pos:  # the bare packages are not drawn
+            continue
         (xa, ya), (xb, yb) = pos[a], pos[b]
         bend = 0.0 if abs(xa - xb) < 0.1 or abs(rank[a] - rank[b]) == 1 else 0.15
         ax.add_patch(FancyArrowPatch((xa, ya), (xb, yb + box_h), arrowstyle="-|>",
