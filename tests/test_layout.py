@@ -88,23 +88,23 @@ def test_lazy_and_relative_imports_count_too(tmp_path):
                for p in problems)
 
 
-def test_an_import_cycle_fails_even_inside_one_layer(tmp_path):
-    problems = _check(tmp_path, {
+CYCLES = {
+    "within one layer, one side lazy": {
         "apps/a.py": "from livestems.stream.apps.b import g\n\ndef f():\n    return g\n",
         "apps/b.py": "def g():\n    from livestems.stream.apps.a import f  # lazy\n    return f\n",
-    })
-    assert problems == ["import cycle: livestems.stream.apps.a -> livestems.stream.apps.b -> "
-                        "livestems.stream.apps.a"]
+    },
+    "the old cmd_jack <-> cmd_midi, relative": {
+        "apps/a.py": "def serve():\n    from .b import start_midi\n",
+        "apps/b.py": "from .a import serve\n\ndef start_midi():\n    pass\n",
+    },
+}
 
 
-def test_the_old_cli_cycle_is_caught(tmp_path):
-    """cmd_jack <-> cmd_midi, as they were before the CLI became thin."""
-    problems = _check(tmp_path, {
-        "cli/jack.py": "def serve():\n    from .midi import start_midi\n",
-        "cli/midi.py": "from .jack import serve\n\ndef start_midi():\n    pass\n",
-    })
-    assert problems == ["import cycle: livestems.stream.cli.jack -> livestems.stream.cli.midi "
-                        "-> livestems.stream.cli.jack"]
+@pytest.mark.parametrize("files", CYCLES.values(), ids=CYCLES)
+def test_an_import_cycle_fails(tmp_path, files):
+    assert _check(tmp_path, files) == [
+        "import cycle: livestems.stream.apps.a -> livestems.stream.apps.b -> "
+        "livestems.stream.apps.a"]
 
 
 def test_an_import_of_a_module_that_is_gone_fails(tmp_path):
