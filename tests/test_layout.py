@@ -125,6 +125,28 @@ def test_allowed_imports_pass(tmp_path):
     }) == []
 
 
+def test_tests_and_tools_import_only_what_exists():
+    """The tests' imports (lazy ones included) name modules and names that exist: a move
+    leaves no `from livestems.model import registry` behind."""
+    mods = layers.find_modules(layers.package_dirs())
+    files = sorted((REPO / "tests").rglob("*.py")) + sorted((REPO / "tools").glob("*.py"))
+    importers = {f"tests_and_tools.{i}": f for i, f in enumerate(files)}
+    problems = layers.unresolved(mods, importers=importers)
+    assert not problems, "\n".join(problems)
+
+
+def test_an_import_of_a_name_a_package_lacks_fails(tmp_path):
+    dirs = _tree(tmp_path, {"model/registry.py": "SHIPPED = {}\n"})
+    mods = layers.find_modules(dirs)
+    user = tmp_path / "test_x.py"
+    user.write_text("def test():\n    from livestems.stream.model import registry, SHIPPED\n"
+                    "    from livestems.stream.model.registry import SHIPPED, GONE\n")
+    assert layers.unresolved(mods, tmp_path, importers={"t": user}) == [
+        "test_x.py:2: t imports SHIPPED from livestems.stream.model, which does not define it",
+        "test_x.py:3: t imports GONE from livestems.stream.model.registry, which does not "
+        "define it"]
+
+
 def test_pyproject_packages_every_folder_and_the_package_data():
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(cfg["packages"])

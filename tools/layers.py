@@ -149,24 +149,59 @@ def imports(mods: dict[str, Path], repo: Path = REPO) -> list[Edge]:
     return edges
 
 
-def unresolved(mods: dict[str, Path], repo: Path = REPO, top: str = ROOT) -> list[str]:
-    """Imports of a ``livestems`` module that does not exist (a lazy import a move broke)."""
-    out = []
-    for mod, path in mods.items():
+def _top_names(path: Path) -> set[str] | None:
+    """Names a module binds at its top level (None: it has a module ``__getattr__``)."""
+    names: set[str] = set()
+    todo = list(ast.parse(path.read_text(), filename=str(path)).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name == "__getattr__":
+                return None
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            for tgt in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names.update(n.id for n in ast.walk(tgt) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                todo.extend(getattr(node, field, []))
+        elif isinstance(node, ast.ExceptHandler):
+            todo.extend(node.body)
+    return names
+
+
+def unresolved(mods: dict[str, Path], repo: Path = REPO, top: str = ROOT,
+               importers: dict[str, Path] | None = None) -> list[str]:
+    """Imports of a ``livestems`` module that does not exist, or of a name its module does not
+    define (a lazy import a move broke), by ``importers`` (default: ``mods`` themselves;
+    tests pass their own files, named by path)."""
+    out, names = [], {}
+    for mod, path in (importers if importers is not None else mods).items():
         tree = ast.parse(path.read_text(), filename=str(path))
         is_pkg = path.name == "__init__.py"
+        where = path.relative_to(repo) if path.is_relative_to(repo) else path
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
+                wanted = [(a.name, None) for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                names = [_resolve(mod, is_pkg, node.level, node.module) if node.level
-                         else node.module]
+                base = (_resolve(mod, is_pkg, node.level, node.module) if node.level
+                        else node.module)
+                wanted = [(base, a.name) for a in node.names]
             else:
                 continue
-            for n in names:
-                if (n == top or n.startswith(top + ".")) and n not in mods:
-                    out.append(f"{path.relative_to(repo) if path.is_relative_to(repo) else path}"
-                               f":{node.lineno}: {mod} imports {n}, which does not exist")
+            for m, name in wanted:
+                if not (m == top or m.startswith(top + ".")):
+                    continue
+                if m not in mods:
+                    out.append(f"{where}:{node.lineno}: {mod} imports {m}, which does not exist")
+                elif name and name != "*" and f"{m}.{name}" not in mods:
+                    if m not in names:
+                        names[m] = _top_names(mods[m])
+                    if names[m] is not None and name not in names[m]:
+                        out.append(f"{where}:{node.lineno}: {mod} imports {name} from {m}, "
+                                   f"which does not define it")
     return out
 
 

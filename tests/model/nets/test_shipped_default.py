@@ -93,7 +93,7 @@ def test_models_listing_says_which_preset_is_trained(shipped_default):
 
 
 def test_missing_shipped_weights_is_a_clear_error(shipped_default, monkeypatch, tmp_path):
-    from livestems.model import registry
+    from livestems.model.nets import registry
 
     monkeypatch.setitem(registry.SHIPPED, "rt-tiny", tmp_path / "rt-tiny.json")
     with pytest.raises(ModelError, match="trained weights of 'rt-tiny' are missing"):
