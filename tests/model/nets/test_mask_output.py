@@ -93,7 +93,7 @@ def test_refined_masks_and_compressed_input_stream_as_they_compute_offline():
 
 
 def test_power_law_input_compresses_level_range_and_keeps_phase():
-    from livestems.model.hybrid.causal import compress_cac
+    from livestems.model.nets.hybrid.causal import compress_cac
 
     z = torch.tensor([[3.0, 4.0], [0.003, 0.004]]).reshape(1, 4, 1, 1)  # |z| 5 and 0.005
     out = compress_cac(z, 0.5, dim=1).reshape(2, 2)
