@@ -1,0 +1,622 @@
+"""The causal hybrid network's batched offline path: many frames per call, in GEMMs.
+
+:class:`BatchedNet` computes what :meth:`CausalHybridNet.stream` computes (new samples in,
+the streaming stems out, state carried from call to call), rewritten for throughput on the
+CPU, where the generic path spends most of its time around the arithmetic (layout copies,
+per-frame norms through permutes, small-kernel set-up):
+
+- Channels first, everything flat: an activation is ``[channels, columns]`` with the columns
+  the frames' bins (frame-major) or the waveform's samples, in buffers allocated once. A
+  causal layer's input buffer holds its carried context as leading columns, so the layer
+  before writes into it in place; no concatenation, permute or padding copy is made.
+- Every conv is one GEMM, ``weights [out, taps x in] @ columns [taps x in, frames x bins]``,
+  on an im2col copy of its input (strided frequency convs, causal time taps, the decoders'
+  frequency x time rewrite, transposed convs as convs over blocks of ``stride`` outputs).
+  With the long axis last, the GEMMs' small channel counts cost little.
+- Everything between the GEMMs is one fused numba kernel per step
+  (:mod:`.batched_kernels`), looping along the long contiguous rows: norm + affine + GELU
+  (+ the next layer's skip), norm + GLU (+ frequency embedding), the residual branch's column
+  norms, the transposed convs' reordering, the STFT framing, the mask head, and the inverse
+  STFT's overlap-add with the waveform branch and the mixture projection.
+
+The arithmetic is the network's, reordered: the result differs from :meth:`stream` by float32
+rounding only (tests/model/test_batched.py; tests/test_offline.py against the hop-by-hop
+``step``). The packed weights are a snapshot: build a new instance after changing weights.
+Networks with layers it does not cover raise :class:`Unsupported`; callers fall back to
+:meth:`stream`.
+
+One instance belongs to one thread at a time. The kernels release the GIL, as torch's GEMMs
+do, so instances in two threads run in parallel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import batched_kernels as K
+from .causal import CausalHybridNet
+
+__all__ = ["BatchedNet", "Unsupported"]
+
+
+class Unsupported(Exception):
+    """The network has a layer :class:`BatchedNet` does not cover."""
+
+
+_D2 = np.zeros((1, 1), np.float32)
+_D1 = np.zeros(1, np.float32)
+
+
+def _ct(n: int) -> tuple:
+    """The kernels' compile-time channel count: a tuple of ``n`` zeros."""
+    return (0,) * int(n)
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a)
+
+
+def _np(p: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(p.detach().cpu().numpy(), dtype=np.float32)
+
+
+def _norm(norm):
+    """``(groups, weight, bias, eps)`` of a FrameNorm, ``(0, .., .., 0.0)`` for none."""
+    if norm is None:
+        return (0, _D1, _D1, 0.0)
+    return (int(norm.groups), _np(norm.weight), _np(norm.bias), float(norm.eps))
+
+
+class _Gemm:
+    """``out [N, cols] = w [N, Kdim] @ cols [Kdim, cols] (+ bias)`` into preallocated memory."""
+
+    def __init__(self, w: torch.Tensor, bias: torch.Tensor | None, kdim: int, cols: int,
+                 own_col: bool = True):
+        self.w = w.detach().contiguous().float()
+        self.b = None if bias is None else bias.detach().float().reshape(-1, 1).contiguous()
+        self.N, self.K = self.w.shape
+        if self.K != kdim:
+            raise Unsupported("weight packing")
+        self.col = np.zeros((kdim, cols if own_col else 0), np.float32)
+        self.out = np.zeros((self.N, cols), np.float32)
+
+    def __call__(self, n: int, col: np.ndarray | None = None) -> np.ndarray:
+        """The product over the first ``n`` columns of ``col`` (default :attr:`col`, the same
+        width); returns the output (its first ``n`` columns are the result)."""
+        col = _t(self.col if col is None else col)
+        out = _t(self.out)
+        if n == col.shape[1] == out.shape[1]:
+            if self.b is None:
+                torch.mm(self.w, col, out=out)
+            else:
+                torch.addmm(self.b, self.w, col, out=out)
+            return self.out
+        # fewer columns (a short last chunk): BLAS on the strided views, then a copy
+        res = (torch.mm(self.w, col[:, :n]) if self.b is None
+               else torch.addmm(self.b, self.w, col[:, :n]))
+        out[:, :n].copy_(res)
+        return self.out
+
+
+class _Ctx:
+    """A channels-first buffer ``[rows, ctx + cols]``: ``ctx`` columns of carried context, then
+    this call's columns."""
+
+    def __init__(self, rows: int, ctx: int, cols: int):
+        self.ctx = int(ctx)
+        self.a = np.zeros((int(rows), self.ctx + int(cols)), np.float32)
+
+    def carry(self, n: int) -> None:
+        if self.ctx:
+            K.carry_cols(self.a, self.ctx, n)
+
+    def reset(self) -> None:
+        self.a[:] = 0.0
+
+
+class _Residual:
+    """The causal residual branch (dilated time taps, per-column norms, LayerScale) on ``C``
+    channels of ``bins`` bins per frame (``bins = 1``: the waveform branch)."""
+
+    def __init__(self, res, C: int, frames: int, bins: int, scratch):
+        self.C, self.bins, self.scratch = C, bins, scratch
+        self.layers = []
+        cols = frames * bins
+        for conv_in, norm_in, conv_out, norm_out, gain in zip(
+                res.convs_in, res.norms_in, res.convs_out, res.norms_out, res.gains):
+            conv = conv_in.conv
+            k, d = conv.kernel_size[0], conv.dilation[0]
+            if conv.stride[0] != 1 or conv.padding[0] or conv.groups != 1:
+                raise Unsupported("residual conv geometry")
+            ni, no = _norm(norm_in), _norm(norm_out)
+            if ni[0] != 1 or no[0] != 1:
+                raise Unsupported("residual norms with groups")
+            H = conv.out_channels
+            ctx = conv_in.context
+            w = conv.weight.detach().permute(0, 2, 1).reshape(H, k * C)
+            self.layers.append(dict(
+                buf=_Ctx(C, ctx * bins, cols), ctx=ctx, H=H,
+                dts=np.arange(k, dtype=np.int64) * d, dfs=np.zeros(k, np.int64),
+                g_in=_Gemm(w, conv.bias, k * C, cols), ni=ni,
+                g_out=_Gemm(conv_out.weight[:, :, 0], conv_out.bias, H, cols, own_col=False),
+                no=no,
+                gain=_np(gain)))
+
+    def entry(self):
+        """``(buffer, column offset)`` where the layer before writes the branch's input."""
+        L = self.layers[0]
+        return L["buf"].a, L["ctx"] * self.bins
+
+    def run(self, T: int, out: np.ndarray, o_off: int) -> None:
+        """``T`` frames of the branch's input (in :meth:`entry`) -> ``out`` at ``o_off``."""
+        C, bins = self.C, self.bins
+        n = T * bins
+        ms, rs = self.scratch
+        for i, L in enumerate(self.layers):
+            buf = L["buf"]
+            g = L["g_in"]
+            K.im2col_shift(buf.a, 0, bins, bins, T, _ct(C), L["dts"], L["dfs"], 0, g.col)
+            h = g(n)
+            _, w, b, eps = L["ni"]
+            K.res_ln_act(h, n, _ct(L["H"]), w, b, eps, ms, rs)
+            u = L["g_out"](n, h)
+            _, w, b, eps = L["no"]
+            if i + 1 < len(self.layers):
+                nxt, off = self.layers[i + 1]["buf"].a, self.layers[i + 1]["ctx"] * bins
+            else:
+                nxt, off = out, o_off
+            K.res_ln_glu_add(u, n, _ct(2 * C), w, b, eps, L["gain"], buf.a, L["ctx"] * bins,
+                             nxt, off, ms, rs)
+
+    def carry(self, T: int) -> None:
+        for L in self.layers:
+            L["buf"].carry(T * self.bins)
+
+    def reset(self) -> None:
+        for L in self.layers:
+            L["buf"].reset()
+
+
+class BatchedNet:
+    """:meth:`CausalHybridNet.stream` over up to ``frames`` STFT frames per call, batched.
+
+    ``run(x [C, n * stft_hop])`` -> stems ``[S, C, n * stft_hop]`` (float32 numpy, a fresh
+    array), each output sample ``latency_samples`` behind the input, state carried;
+    :meth:`reset` returns to the zero state.
+    """
+
+    def __init__(self, net: CausalHybridNet, frames: int = 64):
+        net = net.eval()
+        if any(p.device.type != "cpu" for p in net.parameters()):
+            raise Unsupported("the batched path runs on the CPU")
+        if len(net.specs) != len(net.freq_encoder) or not all(s.freq for s in net.specs):
+            raise Unsupported("layers after the merge")
+        self.net = net
+        self.T = T = int(frames)
+        if T < 1:
+            raise ValueError(f"frames must be >= 1, got {frames}")
+        self.hop = hop = int(net.stft_hop)
+        self.n_fft = N = int(net.n_fft)
+        self.C = C = int(net.audio_channels)
+        self.S = S = len(net.sources)
+        self.Ko = Ko = S * C
+        self.nb = nb = N // 2
+        self.la = la = int(net.lookahead)
+        self.lat = int(net.latency_samples)
+        self.mask = net.output == "mask"
+        self.project = bool(net.consistency)
+        self.L = L = len(net.specs)
+        n_max = T * hop
+        max_cols = max(T * nb, n_max)  # the widest activation: the first layers
+        # scratch of the kernels (statistics per column, or per frame and group)
+        self.ms = np.zeros(4 * max_cols, np.float32)
+        self.rs = np.zeros(4 * max_cols, np.float32)
+        scratch = (self.ms, self.rs)
+
+        # -- input: STFT context, mixture delay --
+        self.ctx_stft = N - hop
+        self.xbuf = _Ctx(C, self.ctx_stft, n_max)
+        self.win = (net.analysis_window.astype(np.float64) * net.spec_scale).astype(np.float32)
+        self.frames_in = np.zeros((T, C, N), np.float32)
+        self.mixbuf = _Ctx(C, self.lat, n_max) if self.project else None
+        # the mixture spectrum the mask head multiplies, delayed by the look-ahead
+        self.specbuf = (torch.zeros(la + T, C, nb + 1, dtype=torch.complex64)
+                        if self.mask else None)
+
+        # -- encoders --
+        pads = [(sp.kernel // 4 if sp.pad else 0) for sp in net.specs]
+        self.tenc, self.zenc = [], []
+        rows = n_max  # waveform samples at this depth (for T frames)
+        f_in = nb
+        cum = 1
+        for i, (sp, tenc, enc) in enumerate(zip(net.specs, net.time_encoder, net.freq_encoder)):
+            # waveform branch
+            conv = tenc.conv.conv
+            s = conv.stride[0]
+            if conv.kernel_size[0] != 2 * s or conv.dilation[0] != 1 or conv.padding[0]:
+                raise Unsupported("time conv geometry")
+            cin, cout = conv.in_channels, conv.out_channels
+            m = rows // s
+            cum *= s
+            lay = dict(s=s, cin=cin, cout=cout, m=m, bare=tenc.bare,
+                       conv=_Gemm(conv.weight.permute(0, 2, 1).reshape(cout, 2 * s * cin),
+                                  conv.bias, 2 * s * cin, m))
+            if not tenc.bare:
+                lay["norm"] = _norm(tenc.norm_conv.norm)
+                lay["res"] = (_Residual(tenc.residual, cout, m, 1, scratch)
+                              if tenc.residual is not None else None)
+                lay["rw"] = _Gemm(tenc.rewrite.weight[:, :, 0], tenc.rewrite.bias, cout, m)
+                lay["norm_rw"] = _norm(tenc.norm_rewrite.norm)
+                # output: the next layer's input and this layer's skip (delayed by the
+                # look-ahead at this rate): context for both
+                delay = net.time_skip_delay[L - 1 - i].frames
+                nxt_ctx = net.time_encoder[i + 1].conv.context
+                lay["delay"] = delay
+                lay["out"] = _Ctx(cout, max(delay, nxt_ctx), m)
+            self.tenc.append(lay)
+            rows = m
+            # spectrogram branch
+            conv = enc.conv
+            k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+            if conv.kernel_size[1] != 1 or conv.stride[1] != 1 or p != pads[i]:
+                raise Unsupported("frequency conv geometry")
+            f_out = (f_in + 2 * p - k) // s + 1
+            if f_out != sp.freqs_out or f_out < 1:
+                raise Unsupported("frequency conv geometry")
+            cin, cout = conv.in_channels, conv.out_channels
+            cols = T * f_out
+            lay = dict(k=k, s=s, p=p, fin=f_in, fout=f_out, cin=cin, cout=cout,
+                       conv=_Gemm(conv.weight[..., 0].permute(0, 2, 1).reshape(cout, k * cin),
+                                  conv.bias, k * cin, cols),
+                       norm=_norm(enc.norm_conv.norm),
+                       res=(_Residual(enc.residual, cout, T, f_out, scratch)
+                            if enc.residual is not None else None),
+                       rw=_Gemm(enc.rewrite.weight[:, :, 0, 0], enc.rewrite.bias, cout, cols),
+                       norm_rw=_norm(enc.norm_rewrite.norm),
+                       # output: the next layer's input and the skip, delayed by the look-ahead
+                       out=_Ctx(cout, la * f_out, cols))
+            if net.freq_skip_delay[L - 1 - i].frames != la:
+                raise Unsupported("skip delays")
+            self.zenc.append(lay)
+            f_in = f_out
+        if rows != T or f_in != 1:
+            raise Unsupported("the branches do not meet at one bin per STFT frame")
+        if not self.tenc[-1]["bare"] or any(t["bare"] for t in self.tenc[:-1]):
+            raise Unsupported("merge layer")
+        self.emb, self.use_emb = _D2, False
+        if net.freq_embedding is not None:
+            with torch.no_grad():  # [C, F, 1] as the network adds it
+                e = net.freq_emb_weight * net.freq_embedding(net.specs[0].freqs_out)
+            self.emb, self.use_emb = _np(e[:, :, 0]), True
+
+        # -- bottleneck --
+        bott = net.bottleneck
+        self.rnn, self.attn = bott.rnn, bott.attn
+        if bott.rnn is not None:
+            self.w_proj = bott.proj.weight.detach().contiguous()
+            self.b_proj = bott.proj.bias.detach().reshape(-1, 1).contiguous()
+
+        # -- decoders --
+        self.zdec, self.tdec = [], []
+        prev_pitch, prev_crop = 1, 0  # how the layer before lays out its output frames
+        for i, (dec, tdec) in enumerate(zip(net.freq_decoder, net.time_decoder)):
+            j = L - 1 - i
+            enc = self.zenc[j]
+            F, Cz = enc["fout"], enc["cout"]
+            rw = dec.rewrite
+            c = rw.context
+            conv = rw.conv
+            if conv.kernel_size != (2 * c + 1, c + 1) or conv.padding != (c, 0):
+                raise Unsupported("rewrite geometry")
+            taps = [(dt, df) for dt in range(c + 1) for df in range(2 * c + 1)
+                    if F > 1 or df == c]  # a single bin's neighbours are the zero padding
+            w = torch.cat([conv.weight.detach()[:, :, df, dt] for dt, df in taps], 1)
+            up = dec.upconv
+            k, s = up.kernel_size[0], up.stride[0]
+            if (up.padding != (0, 0) or up.output_padding != (0, 0) or up.kernel_size[1] != 1
+                    or k % s):
+                raise Unsupported("transposed conv geometry")
+            cu, mb = up.out_channels, k // s
+            Fa = F + mb - 1
+            wu = up.weight.detach()[..., 0].reshape(Cz, cu, mb, s).permute(1, 3, 2, 0)
+            d = dict(F=F, C=Cz, c=c, s=s, cu=cu, mb=mb, Fa=Fa, pad=dec.pad, last=dec.last,
+                     # input: y + skip, c frames of context, frames at the pitch the layer
+                     # before writes them (the crop of its transposed conv included)
+                     inp=_Ctx(Cz, c * prev_pitch, T * prev_pitch), pitch=prev_pitch,
+                     crop=prev_crop,
+                     dts=np.array([t for t, _ in taps], np.int64),
+                     dfs=np.array([f for _, f in taps], np.int64),
+                     rw=_Gemm(w, conv.bias, len(taps) * Cz, T * F),
+                     norm_rw=_norm(dec.norm_rewrite.norm),
+                     pre=np.zeros((Cz, T * F), np.float32),
+                     up=_Gemm(wu.reshape(cu * s, mb * Cz), up.bias.detach().repeat_interleave(s),
+                              mb * Cz, T * Fa),
+                     norm_out=_norm(dec.norm_out.norm))
+            self.zdec.append(d)
+            prev_pitch, prev_crop = Fa * s, dec.pad
+            tl = self.tenc[j]
+            m = tl["m"]  # this decoder's input columns: the mirror encoder's output
+            t = dict(bare=tdec.bare, last=tdec.last, m=m, cin=tl["cout"])
+            cin = tl["cout"]
+            if not tdec.bare:
+                rcv = tdec.rewrite.conv
+                kt = rcv.kernel_size[0]
+                if rcv.stride[0] != 1 or rcv.dilation[0] != 1 or rcv.padding[0]:
+                    raise Unsupported("time rewrite geometry")
+                t.update(inp=_Ctx(cin, kt - 1, m), dts=np.arange(kt, dtype=np.int64),
+                         dfs=np.zeros(kt, np.int64),
+                         rw=_Gemm(rcv.weight.permute(0, 2, 1).reshape(2 * cin, kt * cin),
+                                  rcv.bias, kt * cin, m),
+                         norm_rw=_norm(tdec.norm_rewrite.norm))
+            upc = tdec.upconv.conv
+            s = tdec.upconv.stride
+            if upc.kernel_size[0] != 2 * s or upc.stride[0] != s or upc.padding[0]:
+                raise Unsupported("transposed time conv geometry")
+            cout = upc.out_channels
+            wt = upc.weight.detach().reshape(cin, cout, 2, s).permute(1, 3, 2, 0)
+            t.update(s=s, cout=cout, uin=_Ctx(cin, 1, m),
+                     up=_Gemm(wt.reshape(cout * s, 2 * cin), upc.bias.detach().repeat_interleave(s),
+                              2 * cin, m),
+                     norm_out=_norm(tdec.norm_out.norm))
+            self.tdec.append(t)
+        last = self.zdec[-1]
+        if last["Fa"] * last["s"] - 2 * last["pad"] != nb or last["cu"] != 2 * Ko:
+            raise Unsupported("spectrogram output geometry")
+        if self.tdec[-1]["cout"] != Ko or self.tdec[-1]["m"] * self.tdec[-1]["s"] != n_max:
+            raise Unsupported("waveform output geometry")
+        # the spectrogram branch's output (frames of Fa * s bins, the crop either side)
+        self.so = np.zeros((2 * Ko, T * last["Fa"] * last["s"]), np.float32)
+        # the waveform branch's output, delayed by the inverse STFT's latency
+        self.wave = _Ctx(Ko, net.time_out_delay.frames, n_max)
+        # the inverse FFT's input [K, T, bins + 1] (Nyquist bin zero) and the overlap-add
+        self.zifft = torch.zeros(Ko, T, nb + 1, dtype=torch.complex64)
+        self.zr = torch.view_as_real(self.zifft).numpy()
+        syn = net.syn_window.detach().cpu().numpy().astype(np.float64) / net.spec_scale
+        self.syn = syn.astype(np.float32)
+        self.M = M = len(syn)
+        self.tail = np.zeros((Ko, M - hop), np.float32)
+        self.acc = np.zeros(n_max + M - hop, np.float32)
+        self.es = np.zeros((S + 1) * nb, np.float32)
+        self.reset()
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _bufs(self):
+        yield self.xbuf
+        if self.mixbuf is not None:
+            yield self.mixbuf
+        for lay in self.tenc + self.zenc:
+            if lay.get("res") is not None:
+                yield from (L["buf"] for L in lay["res"].layers)
+            if lay.get("out") is not None:
+                yield lay["out"]
+        for d in self.zdec:
+            yield d["inp"]
+        for t in self.tdec:
+            if not t["bare"]:
+                yield t["inp"]
+            yield t["uin"]
+        yield self.wave
+
+    def reset(self) -> None:
+        """The zero state: silence before the stream in every layer."""
+        for b in self._bufs():
+            b.reset()
+        if self.specbuf is not None:
+            self.specbuf.zero_()
+        self.tail[:] = 0.0
+        self.zifft.zero_()
+        if self.rnn is not None:
+            z = torch.zeros(self.rnn.num_layers, 1, self.rnn.hidden_size)
+            self.hc = (z, z.clone())
+        if self.attn is not None:
+            st = self.attn.initial_state(1, "cpu", torch.float32)
+            self.attn_state = {self.attn.key + k: v for k, v in st.items()}
+
+    # -- one call -------------------------------------------------------------------------------
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """New samples ``[C, n * stft_hop]`` (``n <= frames``) -> stems ``[S, C, n *
+        stft_hop]``, each sample estimating the input ``latency_samples`` earlier."""
+        x = np.asarray(x, dtype=np.float32)
+        C, hop = self.C, self.hop
+        if x.ndim != 2 or x.shape[0] != C or x.shape[1] % hop or x.shape[1] > self.T * hop:
+            raise ValueError(f"expected [{C}, n * {hop}] with n <= {self.T}, got {list(x.shape)}")
+        n = x.shape[1]
+        T = n // hop
+        if T == 0:
+            return np.zeros((self.S, C, 0), np.float32)
+        with torch.inference_mode():
+            return self._run(x, T, n)
+
+    def _run(self, x, T, n):
+        C, hop, nb, la = self.C, self.hop, self.nb, self.la
+        ms, rs = self.ms, self.rs
+        xb = self.xbuf
+        xb.a[:, xb.ctx:xb.ctx + n] = x
+        if self.project:
+            mb = self.mixbuf
+            mb.a[:, mb.ctx:mb.ctx + n] = x
+        # STFT
+        frames = self.frames_in[:T]
+        K.stft_frames(xb.a, hop, self.win, frames)
+        spec = torch.fft.rfft(_t(frames), dim=-1)  # [T, C, bins + 1]
+        if self.mask:
+            self.specbuf[la:la + T] = spec
+        spec_r = torch.view_as_real(spec).numpy()
+
+        # -- encoders --
+        x_src, x_off = xb.a, xb.ctx  # the waveform branch's input and its new samples
+        for i in range(self.L):
+            tl = self.tenc[i]
+            m = tl["m"] * T // self.T
+            g = tl["conv"]
+            K.im2col_stride(x_src, x_off, 0, -tl["s"], 1 << 60, 1, _ct(tl["cin"]), tl["s"],
+                            tl["s"], 2 * tl["s"], m, g.col)
+            y = g(m)
+            if not tl["bare"]:
+                self._encode(tl, y, m, 1, _D2, False)
+                x_src, x_off = tl["out"].a, tl["out"].ctx
+            zl = self.zenc[i]
+            g = zl["conv"]
+            fo = zl["fout"]
+            if i == 0:
+                K.im2col_spec(spec_r, T, _ct(C), zl["s"], zl["p"], zl["k"], nb, fo, g.col)
+            else:
+                prev = self.zenc[i - 1]
+                K.im2col_stride(prev["out"].a, la * prev["fout"], prev["fout"], 0, prev["fout"],
+                                T, _ct(zl["cin"]), zl["s"], zl["p"], zl["k"], fo, g.col)
+            y = g(T * fo)
+            merge = tl["bare"]
+            self._encode(zl, y, T, fo, self.tenc[i]["conv"].out if merge else _D2, merge,
+                         emb=(i == 0))
+        # -- bottleneck --
+        last = self.zenc[-1]["out"]
+        z = last.a[:, la:la + T]  # [width, T] (the new frames)
+        if self.rnn is not None:
+            seq, self.hc = self.rnn(_t(np.ascontiguousarray(z.T))[:, None], self.hc)
+            bott = torch.addmm(self.b_proj, self.w_proj, seq[:, 0].t()).numpy()
+            bott += z
+        else:
+            bott = z.copy()
+        if self.attn is not None:
+            bott[:] = self.attn(_t(bott)[None], self.attn_state)[0].numpy()
+        # -- decoders --
+        d0 = self.zdec[0]
+        inp = d0["inp"]
+        np.add(bott, last.a[:, :T], out=inp.a[:, inp.ctx:inp.ctx + T])  # + the delayed skip
+        for i in range(self.L):
+            self._decode_freq(i, T)
+            self._decode_time(i, T)
+        # -- head, inverse STFT, waveform branch, projection --
+        Ko = self.Ko
+        dl = self.zdec[-1]
+        pitch = dl["Fa"] * dl["s"]
+        zr = self.zr
+        if self.mask:
+            K.mask_head(self.so, dl["pad"], pitch, nb, T, _ct(Ko), _ct(self.S),
+                        torch.view_as_real(self.specbuf).numpy(), zr, self.es)
+
+        frames = torch.fft.irfft(self.zifft[:, :T], n=self.n_fft, dim=-1).numpy()
+        out = np.empty((Ko, n), np.float32)
+        K.istft_ola(frames, self.syn, hop, self.tail, self.wave.a, 0, out, self.project,
+                    self.mixbuf.a if self.project else _D2, _ct(self.S), self.acc)
+        self._carry(T, n)
+        return out.reshape(self.S, C, n)
+
+    def _encode(self, lay, y, T, nb, inj, use_inj, emb=False):
+        """After an encoder conv ``y [C, T * nb]``: norm + GELU, residual, rewrite + norm + GLU
+        into the layer's output buffer (its new columns)."""
+        ms, rs = self.ms, self.rs
+        C = lay["cout"]
+        g, w, b, eps = lay["norm"]
+        res = lay["res"]
+        rw = lay["rw"]
+        if res is not None:
+            dst, doff = res.entry()
+        else:
+            dst, doff = rw.col, 0
+        K.norm_act(y, 0, nb, nb, T, _ct(C), g, w, b, eps, True, inj, use_inj, dst, doff, nb,
+                   _D2, 0, 0, False, ms, rs)
+        if res is not None:
+            res.run(T, rw.col, 0)
+        u = rw(T * nb)
+        g, w, b, eps = lay["norm_rw"]
+        out = lay["out"]
+        K.norm_glu(u, 0, nb, nb, T, _ct(2 * C), g, w, b, eps, self.emb if emb else _D2,
+                   emb and self.use_emb, out.a, out.ctx, nb, _D2, 0, 0, False, ms, rs)
+
+    def _decode_freq(self, i, T):
+        ms, rs = self.ms, self.rs
+        d = self.zdec[i]
+        F, Cz, c, pitch = d["F"], d["C"], d["c"], d["pitch"]
+        inp = d["inp"]
+        g = d["rw"]
+        K.im2col_shift(inp.a, d["crop"], pitch, F, T, _ct(Cz), d["dts"], d["dfs"], c, g.col)
+        u = g(T * F)
+        gr, w, b, eps = d["norm_rw"]
+        tdec = self.tdec[i]
+        bare = tdec["bare"]
+        ui = tdec["uin"]
+        K.norm_glu(u, 0, F, F, T, _ct(2 * Cz), gr, w, b, eps, _D2, False, d["pre"], 0, F,
+                   ui.a if bare else _D2, ui.ctx, 1, bare, ms, rs)
+        gu = d["up"]
+        K.im2col_up(d["pre"], 0, F, F, T, _ct(Cz), d["mb"], gu.col)
+        yb = gu(T * d["Fa"])
+        gn, w, b, eps = d["norm_out"]
+        zl = d["Fa"] * d["s"]
+        if d["last"] and not self.mask and gn == 0:  # CaC: straight into the inverse FFT
+            K.up_to_ifft(yb, d["Fa"], T, _ct(d["s"]), _ct(self.Ko), d["pad"], self.nb,
+                         self.zr)
+            return
+        if d["last"]:
+            out, ooff, post, poff, ppitch, use_post = self.so, 0, _D2, 0, 0, False
+        else:
+            nxt = self.zdec[i + 1]
+            out, ooff = nxt["inp"].a, nxt["inp"].ctx
+            enc = self.zenc[self.L - 2 - i]
+            post, poff, ppitch, use_post = enc["out"].a, 0, enc["fout"], True
+        K.up_norm_act(yb, d["Fa"], T, _ct(d["s"]), _ct(d["cu"]), gn, w, b, eps, False,
+                      not d["last"], out, ooff, zl, post, poff, ppitch, d["pad"], use_post,
+                      ms, rs)
+
+    def _decode_time(self, i, T):
+        ms, rs = self.ms, self.rs
+        t = self.tdec[i]
+        m = t["m"] * T // self.T
+        cin, s, cout = t["cin"], t["s"], t["cout"]
+        ui = t["uin"]
+        if not t["bare"]:
+            inp = t["inp"]
+            g = t["rw"]
+            K.im2col_shift(inp.a, 0, 1, 1, m, _ct(cin), t["dts"], t["dfs"], 0, g.col)
+            u = g(m)
+            gr, w, b, eps = t["norm_rw"]
+            K.norm_glu(u, 0, 1, 1, m, _ct(2 * cin), gr, w, b, eps, _D2, False, ui.a, ui.ctx, 1,
+                       _D2, 0, 0, False, ms, rs)
+        gu = t["up"]
+        # block j: frame j (taps 0..s-1) and frame j - 1 (taps s..2s-1)
+        K.im2col_shift(ui.a, 0, 1, 1, m, _ct(cin), _UP_DTS, _UP_DFS, 0, gu.col)
+        yb = gu(m)
+        gn, w, b, eps = t["norm_out"]
+        if t["last"]:
+            out, ooff, post, poff, use_post = self.wave.a, self.wave.ctx, _D2, 0, False
+        else:
+            nxt = self.tdec[i + 1]
+            out, ooff = nxt["inp"].a, nxt["inp"].ctx
+            enc = self.tenc[self.L - 2 - i]
+            post = enc["out"].a
+            poff = enc["out"].ctx - enc["delay"]
+            use_post = True
+        K.up_norm_act(yb, m, 1, _ct(s), _ct(cout), gn, w, b, eps, True, not t["last"], out,
+                      ooff, m * s, post, poff, m * s, 0, use_post, ms, rs)
+
+    def _carry(self, T, n):
+        self.xbuf.carry(n)
+        if self.mixbuf is not None:
+            self.mixbuf.carry(n)
+        if self.specbuf is not None and self.la:
+            self.specbuf[:self.la] = self.specbuf[T:T + self.la].clone()
+        for lay in self.tenc:
+            m = lay["m"] * T // self.T
+            if lay.get("res") is not None:
+                lay["res"].carry(m)
+            if lay.get("out") is not None:
+                lay["out"].carry(m)
+        for lay in self.zenc:
+            if lay["res"] is not None:
+                lay["res"].carry(T)
+            lay["out"].carry(T * lay["fout"])
+        for d in self.zdec:
+            d["inp"].carry(T * d["pitch"])
+        for t in self.tdec:
+            m = t["m"] * T // self.T
+            if not t["bare"]:
+                t["inp"].carry(m)
+            t["uin"].carry(m)
+        self.wave.carry(n)
+
+
+_UP_DTS = np.array([1, 0], np.int64)
+_UP_DFS = np.zeros(2, np.int64)
