@@ -2,12 +2,15 @@
 
 The streaming engine steps the network one hop (512 samples for ``rt-tiny``) at a time; a
 file has no deadline, so here the causal hybrid net runs long chunks of STFT frames through
-each layer at once (:meth:`StreamingHybrid.forward`, its torch-STFT path, state carried from
-chunk to chunk). The result is the streaming result: the same causal network from the same
-zero state, only batched over time (tests/stream/apps/test_offline.py measures the difference against the
-hop-by-hop ``step`` path in dB). Separators without such a batched path (the DSP baseline
-``center``, windowed official models) run their own ``step`` hop by hop with no engine in
-between (:func:`~livestems.model.nets.protocol.stream_offline`), which is exact by construction.
+each layer at once, state carried from chunk to chunk. By default that is the batched engine
+:class:`~livestems.model.hybrid.batched.BatchedNet` (channels-first GEMMs and fused numba
+kernels, several times faster than the network's own torch code); networks it does not cover
+(and ``engine="torch"``) run :meth:`CausalHybridNet.stream` over the same chunks. Either way
+the result is the streaming result: the same causal network from the same zero state, only
+batched over time (tests/test_offline.py measures the difference against the hop-by-hop
+``step`` path in dB). Separators without a batched path (the DSP baseline ``center``,
+windowed official models) run their own ``step`` hop by hop with no engine in between
+(:func:`~livestems.model.protocol.stream_offline`), which is exact by construction.
 
 Threading: call from one thread per separator. Torch's thread count is the caller's choice
 (:func:`set_threads`); the library runner gives each worker process ``cores / workers``.
@@ -15,25 +18,39 @@ Threading: call from one thread per separator. Torch's thread count is the calle
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
-__all__ = ["OFFLINE_CHUNK_HOPS", "SEGMENT_SECONDS", "separate_array", "iter_separated",
-           "set_threads", "Timer"]
+__all__ = ["OFFLINE_CHUNK_HOPS", "SEGMENT_SECONDS", "ENGINES", "separate_array",
+           "iter_separated", "set_threads", "Timer", "batched_engine"]
 
-#: STFT hops per chunk for the batched path (256 hops of 256 samples = 1.5 s at 44.1 kHz):
-#: long enough that per-layer call overhead is amortised, short enough that the activations of
-#: one chunk stay in cache-sized tensors; measured fastest of 64/256/1024/4096 on the 2-core VM
+#: STFT hops per chunk for the batched path (128 hops of 256 samples = 0.74 s at 44.1 kHz):
+#: long enough that per-call overhead is amortised, short enough that a chunk's activations
+#: stay in cache; measured fastest of 16/32/64/128/256 for the batched engine on the 2-core VM
 #: with one torch thread (docs/SCALE.md)
-OFFLINE_CHUNK_HOPS = 256
-
+OFFLINE_CHUNK_HOPS = 128
 
 #: audio per segment of :func:`iter_separated`: memory stays that many seconds of stems,
 #: whatever the file's length (an hour of stems at once would be ~5 GB)
 SEGMENT_SECONDS = 30.0
+
+#: the offline engines of the causal hybrid networks: ``"auto"`` (the batched engine where it
+#: covers the network, else ``"torch"``), ``"batched"``, ``"torch"`` (the network's own
+#: :meth:`stream`: the reference, and what the benchmark compares against). The environment
+#: variable ``LIVESTEMS_OFFLINE_ENGINE`` sets the default.
+ENGINES = ("auto", "batched", "torch")
+
+
+def _default_engine() -> str:
+    engine = os.environ.get("LIVESTEMS_OFFLINE_ENGINE", "auto")
+    if engine not in ENGINES:
+        raise ValueError(f"LIVESTEMS_OFFLINE_ENGINE must be one of {', '.join(ENGINES)}, "
+                         f"got {engine!r}")
+    return engine
 
 
 def set_threads(threads: int) -> None:
@@ -54,8 +71,50 @@ def batched_path(separator) -> str:
     return "batched" if isinstance(separator, StreamingHybrid) else "step"
 
 
-def separate_array(separator, x: np.ndarray, *, chunk_hops: int = OFFLINE_CHUNK_HOPS
-                   ) -> np.ndarray:
+def _weights_version(net) -> tuple:
+    """Changes whenever a parameter is modified in place (optimiser steps, loading weights)."""
+    return tuple(int(p._version) for p in net.parameters())
+
+
+def batched_engine(separator, frames: int = OFFLINE_CHUNK_HOPS):
+    """The separator's :class:`~livestems.model.hybrid.batched.BatchedNet` for chunks of
+    ``frames`` STFT frames (built once and kept on the separator, rebuilt after its weights
+    change), or None when the engine does not cover its network or it is not on the CPU."""
+    if batched_path(separator) != "batched" or separator.device.type != "cpu":
+        return None
+    from livestems.model.hybrid.batched import BatchedNet, Unsupported
+
+    net = separator.module
+    cache = separator.__dict__.setdefault("_offline_engines", {})
+    version = _weights_version(net)
+    if cache.get("version") != version:
+        cache.clear()
+        cache["version"] = version
+    key = int(frames)
+    if key not in cache:
+        try:
+            cache[key] = BatchedNet(net, frames=key)
+        except Unsupported as exc:
+            cache[key] = None
+            separator.__dict__["offline_engine_error"] = str(exc)
+    return cache[key]
+
+
+def _engine_for(separator, chunk_hops: int, engine: str | None):
+    engine = engine or _default_engine()
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "torch":
+        return None
+    eng = batched_engine(separator, chunk_hops)
+    if eng is None and engine == "batched":
+        why = separator.__dict__.get("offline_engine_error", "not a causal hybrid net on the CPU")
+        raise ValueError(f"the batched offline engine does not cover this separator: {why}")
+    return eng
+
+
+def separate_array(separator, x: np.ndarray, *, chunk_hops: int = OFFLINE_CHUNK_HOPS,
+                   engine: str | None = None) -> np.ndarray:
     """Separate a whole signal: float32 ``[channels, T]`` at ``separator.sample_rate`` ->
     stems float32 ``[S, channels, T]``, aligned with the input (latency removed).
 
@@ -64,27 +123,34 @@ def separate_array(separator, x: np.ndarray, *, chunk_hops: int = OFFLINE_CHUNK_
         raise ValueError(f"expected [channels={separator.channels}, time], got {list(x.shape)}")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if batched_path(separator) == "batched":
-        return separator.forward(x[None], chunk_hops=int(chunk_hops))[0]
-    from livestems.model.nets.protocol import stream_offline
+        out = np.empty((len(separator.sources), separator.channels, x.shape[1]), np.float32)
+        a = 0
+        for y in iter_separated(separator, x, segment_samples=max(1, x.shape[1]),
+                                chunk_hops=chunk_hops, engine=engine):
+            out[..., a:a + y.shape[-1]] = y
+            a += y.shape[-1]
+        return out
+    from livestems.model.protocol import stream_offline
 
     return stream_offline(separator, x)
 
 
 def iter_separated(separator, x: np.ndarray, *, segment_samples: int | None = None,
-                   chunk_hops: int = OFFLINE_CHUNK_HOPS) -> Iterator[np.ndarray]:
+                   chunk_hops: int = OFFLINE_CHUNK_HOPS, engine: str | None = None
+                   ) -> Iterator[np.ndarray]:
     """:func:`separate_array` in pieces: float32 ``[channels, T]`` -> successive aligned stem
     blocks float32 ``[S, channels, n]`` whose concatenation is ``separate_array(x)``.
 
-    The network's state is carried from piece to piece (the same chunked computation as
-    :meth:`StreamingHybrid.forward`, which it equals), so memory holds about
-    ``segment_samples`` of stems (default :data:`SEGMENT_SECONDS`) however long ``x`` is.
-    Resets ``separator``."""
+    The network's state is carried from piece to piece (the same chunked computation), so
+    memory holds about ``segment_samples`` of stems (default :data:`SEGMENT_SECONDS`) however
+    long ``x`` is. ``engine``: one of :data:`ENGINES` (default ``"auto"``). Resets
+    ``separator``."""
     if x.ndim != 2 or x.shape[0] != separator.channels:
         raise ValueError(f"expected [channels={separator.channels}, time], got {list(x.shape)}")
     total, lat = int(x.shape[1]), int(separator.latency_samples)
     seg = int(segment_samples or SEGMENT_SECONDS * separator.sample_rate)
     if batched_path(separator) == "batched":
-        raw = _raw_batched(separator, x, seg, chunk_hops)
+        raw = _raw_batched(separator, x, seg, chunk_hops, engine)
     else:
         raw = _raw_step(separator, x, seg)
     skip, left = lat, total  # output sample j estimates input j - latency
@@ -111,9 +177,10 @@ def _padded_pieces(x: np.ndarray, total_in: int, seg: int) -> Iterator[np.ndarra
         yield piece
 
 
-def _raw_batched(separator, x, seg, chunk_hops) -> Iterator[np.ndarray]:
+def _raw_batched(separator, x, seg, chunk_hops, engine=None) -> Iterator[np.ndarray]:
     """The network's streaming output (latency not removed), ``seg`` input samples at a time,
-    through its torch-STFT path in chunks of ``chunk_hops`` hops with carried state."""
+    in chunks of ``chunk_hops`` hops with carried state: through the batched engine, or the
+    network's torch-STFT path (:meth:`CausalHybridNet.stream`)."""
     import torch
 
     net = separator.module
@@ -121,6 +188,15 @@ def _raw_batched(separator, x, seg, chunk_hops) -> Iterator[np.ndarray]:
     step = int(chunk_hops) * hop
     seg = max(step, seg // step * step)  # whole chunks per piece
     n = -(-(x.shape[1] + separator.latency_samples) // hop) * hop
+    eng = _engine_for(separator, int(chunk_hops), engine)
+    if eng is not None:
+        eng.reset()
+        for piece in _padded_pieces(x, n, seg):
+            out = np.empty((len(separator.sources), piece.shape[0], piece.shape[1]), np.float32)
+            for a in range(0, piece.shape[1], step):
+                out[..., a:a + step] = eng.run(piece[:, a:a + step])
+            yield out
+        return
     with torch.inference_mode():
         state = net.initial_state(1, separator.device)
         for piece in _padded_pieces(x, n, seg):

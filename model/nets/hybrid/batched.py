@@ -37,7 +37,12 @@ import torch
 from . import batched_kernels as K
 from .causal import CausalHybridNet
 
-__all__ = ["BatchedNet", "Unsupported"]
+__all__ = ["BatchedNet", "Unsupported", "MAX_CHANNELS"]
+
+
+#: the widest layer (conv output channels) the engine takes: its kernels are compiled for each
+#: channel count, unrolled, which grows compile time and code with the width
+MAX_CHANNELS = 256
 
 
 class Unsupported(Exception):
@@ -192,6 +197,12 @@ class BatchedNet:
             raise Unsupported("the batched path runs on the CPU")
         if len(net.specs) != len(net.freq_encoder) or not all(s.freq for s in net.specs):
             raise Unsupported("layers after the merge")
+        widest = max(m.out_channels for m in net.modules()
+                     if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose1d,
+                                       torch.nn.ConvTranspose2d)))
+        if widest > MAX_CHANNELS:
+            raise Unsupported(f"{widest} channels: the kernels are compiled per width, up to "
+                              f"{MAX_CHANNELS} (a GPU-sized network)")
         self.net = net
         self.T = T = int(frames)
         if T < 1:
@@ -294,6 +305,17 @@ class BatchedNet:
         bott = net.bottleneck
         self.rnn, self.attn = bott.rnn, bott.attn
         if bott.rnn is not None:
+            rnn = bott.rnn
+            if rnn.bidirectional or rnn.proj_size or not rnn.bias or rnn.batch_first:
+                raise Unsupported("LSTM variant")
+            H = rnn.hidden_size
+            self.lstm = [(getattr(rnn, f"weight_ih_l{i}").detach().t().contiguous(),
+                          (getattr(rnn, f"bias_ih_l{i}") + getattr(rnn, f"bias_hh_l{i}"))
+                          .detach().contiguous(),
+                          _np(getattr(rnn, f"weight_hh_l{i}").t()))
+                         for i in range(rnn.num_layers)]
+            self.lstm_g = np.zeros(4 * H, np.float32)
+            self.lstm_seq = [np.zeros((T, H), np.float32) for _ in range(rnn.num_layers)]
             self.w_proj = bott.proj.weight.detach().contiguous()
             self.b_proj = bott.proj.bias.detach().reshape(-1, 1).contiguous()
 
@@ -408,8 +430,8 @@ class BatchedNet:
         self.tail[:] = 0.0
         self.zifft.zero_()
         if self.rnn is not None:
-            z = torch.zeros(self.rnn.num_layers, 1, self.rnn.hidden_size)
-            self.hc = (z, z.clone())
+            self.h = np.zeros((self.rnn.num_layers, self.rnn.hidden_size), np.float32)
+            self.c = np.zeros((self.rnn.num_layers, self.rnn.hidden_size), np.float32)
         if self.attn is not None:
             st = self.attn.initial_state(1, "cpu", torch.float32)
             self.attn_state = {self.attn.key + k: v for k, v in st.items()}
@@ -475,8 +497,14 @@ class BatchedNet:
         last = self.zenc[-1]["out"]
         z = last.a[:, la:la + T]  # [width, T] (the new frames)
         if self.rnn is not None:
-            seq, self.hc = self.rnn(_t(np.ascontiguousarray(z.T))[:, None], self.hc)
-            bott = torch.addmm(self.b_proj, self.w_proj, seq[:, 0].t()).numpy()
+            seq = _t(z).t()  # [T, width]
+            H = self.rnn.hidden_size
+            for i, (w_ih, b, whh_t) in enumerate(self.lstm):
+                xg = torch.addmm(b, seq, w_ih).numpy()  # [T, 4H]
+                out = self.lstm_seq[i]
+                K.lstm_seq(xg, T, whh_t, self.h[i], self.c[i], out, _ct(H), self.lstm_g)
+                seq = _t(out)[:T]
+            bott = torch.addmm(self.b_proj, self.w_proj, seq.t()).numpy()
             bott += z
         else:
             bott = z.copy()

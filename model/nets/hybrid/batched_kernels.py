@@ -37,7 +37,7 @@ from numba.core import compiler
 
 __all__ = ["gelu_inplace", "sigmoid_inplace", "im2col_stride", "im2col_spec", "im2col_shift",
            "im2col_up", "norm_act", "norm_glu", "res_ln_act", "res_ln_glu_add", "up_norm_act",
-           "up_to_ifft",
+           "up_to_ifft", "lstm_seq",
            "stft_frames", "to_ifft", "mask_head", "istft_ola", "carry_cols"]
 
 f32 = np.float32
@@ -775,3 +775,33 @@ def carry_cols(buf, ctx, n):
         row = buf[c]
         for i in range(ctx):
             row[i] = row[n + i]
+
+
+@numba.njit(**_KERNEL)
+def lstm_seq(xg, T, whh_t, h, c, out, ht, g):
+    """One LSTM layer over ``T`` steps, PyTorch's equations and gate order (input, forget,
+    cell, output): ``xg [T, 4H]`` holds ``W_ih x_t + b_ih + b_hh``; ``whh_t [H, 4H]`` is
+    ``W_hh`` transposed; ``h, c [H]`` the carried state (updated); the outputs ``h_t`` go to
+    ``out [T, H]``. ``g``: scratch of ``4H`` values."""
+    H = len(ht)
+    H4 = 4 * H
+    for t in range(T):
+        xr = xg[t, :H4]
+        for j in range(H4):
+            g[j] = xr[j]
+        for k in range(H):
+            hk = h[k]
+            wr = whh_t[k, :H4]
+            for j in range(H4):
+                g[j] += hk * wr[j]
+        o = out[t, :H]
+        for j in range(H):
+            i_ = _sigmoid(g[j])
+            f_ = _sigmoid(g[H + j])
+            c_ = _tanh(g[2 * H + j])
+            o_ = _sigmoid(g[3 * H + j])
+            cj = f_ * c[j] + i_ * c_
+            c[j] = cj
+            hj = o_ * _tanh(cj)
+            h[j] = hj
+            o[j] = hj
