@@ -13,7 +13,10 @@ windowed official models) run their own ``step`` hop by hop with no engine in be
 (:func:`~livestems.model.protocol.stream_offline`), which is exact by construction.
 
 Threading: call from one thread per separator. Torch's thread count is the caller's choice
-(:func:`set_threads`); the library runner gives each worker process ``cores / workers``.
+(:func:`set_threads`); the library runner gives each worker process ``cores / workers``. With
+more than one torch thread the batched engine runs one file on that many threads of its own
+(:class:`~livestems.model.hybrid.batched.BlockRunner`: blocks of :data:`BLOCK_FRAMES` frames
+in parallel, equal to the one-thread result), torch on one thread inside each.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["OFFLINE_CHUNK_HOPS", "SEGMENT_SECONDS", "ENGINES", "separate_array",
-           "iter_separated", "set_threads", "Timer", "batched_engine"]
+__all__ = ["OFFLINE_CHUNK_HOPS", "SEGMENT_SECONDS", "BLOCK_FRAMES", "ENGINES",
+           "separate_array", "iter_separated", "set_threads", "Timer", "batched_engine",
+           "block_runner"]
 
 #: STFT hops per chunk for the batched path (128 hops of 256 samples = 0.74 s at 44.1 kHz):
 #: long enough that per-call overhead is amortised, short enough that a chunk's activations
@@ -97,6 +101,27 @@ def batched_engine(separator, frames: int = OFFLINE_CHUNK_HOPS):
         except Unsupported as exc:
             cache[key] = None
             separator.__dict__["offline_engine_error"] = str(exc)
+    return cache[key]
+
+
+#: STFT frames per block when one file runs on several threads (:class:`BlockRunner`): each
+#: block recomputes ``warmup_frames`` (23 for ``rt-tiny``) frames before it, 4.5 % of 512
+BLOCK_FRAMES = 512
+
+
+def block_runner(separator, threads: int, block: int | None = None):
+    """The separator's :class:`~livestems.model.hybrid.batched.BlockRunner` on ``threads``
+    threads (kept on the separator like :func:`batched_engine`), or None where the batched
+    engine does not cover it."""
+    if batched_engine(separator) is None:
+        return None
+    from livestems.model.hybrid.batched import BlockRunner
+
+    block = int(block or BLOCK_FRAMES)
+    cache = separator.__dict__["_offline_engines"]
+    key = ("blocks", int(threads), block)
+    if key not in cache:
+        cache[key] = BlockRunner(separator.module, threads=threads, block=block)
     return cache[key]
 
 
@@ -189,6 +214,19 @@ def _raw_batched(separator, x, seg, chunk_hops, engine=None) -> Iterator[np.ndar
     seg = max(step, seg // step * step)  # whole chunks per piece
     n = -(-(x.shape[1] + separator.latency_samples) // hop) * hop
     eng = _engine_for(separator, int(chunk_hops), engine)
+    threads = torch.get_num_threads()
+    if eng is not None and threads > 1:
+        # one file on several threads: blocks in parallel, torch one thread in each
+        runner = block_runner(separator, threads)
+        runner.reset()
+        for piece in _padded_pieces(x, n, seg):
+            torch.set_num_threads(1)
+            try:
+                y = runner.run(piece)
+            finally:
+                torch.set_num_threads(threads)
+            yield y
+        return
     if eng is not None:
         eng.reset()
         for piece in _padded_pieces(x, n, seg):

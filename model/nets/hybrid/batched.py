@@ -117,7 +117,8 @@ class _Ctx:
             K.carry_cols(self.a, self.ctx, n)
 
     def reset(self) -> None:
-        self.a[:] = 0.0
+        """Zero the context (every call writes all of its own columns)."""
+        self.a[:, :self.ctx] = 0.0
 
 
 class _Residual:
@@ -426,9 +427,8 @@ class BatchedNet:
         for b in self._bufs():
             b.reset()
         if self.specbuf is not None:
-            self.specbuf.zero_()
-        self.tail[:] = 0.0
-        self.zifft.zero_()
+            self.specbuf[:self.la].zero_()
+        self.tail[:] = 0.0  # (the inverse FFT's Nyquist bin is zero from the start, never set)
         if self.rnn is not None:
             self.h = np.zeros((self.rnn.num_layers, self.rnn.hidden_size), np.float32)
             self.c = np.zeros((self.rnn.num_layers, self.rnn.hidden_size), np.float32)
@@ -453,8 +453,16 @@ class BatchedNet:
             return self._run(x, T, n)
 
     def _run(self, x, T, n):
+        z = self._encode_all(x, T, n)
+        bott = self._bottleneck(z, T)
+        out = self._decode_all(bott, T, n)
+        self._carry(T, n)
+        return out
+
+    def _encode_all(self, x, T, n):
+        """STFT and encoders over ``T`` new frames; returns the bottleneck's input ``[width,
+        T]`` (a view)."""
         C, hop, nb, la = self.C, self.hop, self.nb, self.la
-        ms, rs = self.ms, self.rs
         xb = self.xbuf
         xb.a[:, xb.ctx:xb.ctx + n] = x
         if self.project:
@@ -493,9 +501,12 @@ class BatchedNet:
             merge = tl["bare"]
             self._encode(zl, y, T, fo, self.tenc[i]["conv"].out if merge else _D2, merge,
                          emb=(i == 0))
-        # -- bottleneck --
         last = self.zenc[-1]["out"]
-        z = last.a[:, la:la + T]  # [width, T] (the new frames)
+        return last.a[:, la:la + T]  # [width, T] (the new frames)
+
+    def _bottleneck(self, z, T):
+        """The recurrent bottleneck over ``T`` frames ``z [width, T]`` (its state carried):
+        ``[width, T]``."""
         if self.rnn is not None:
             seq = _t(z).t()  # [T, width]
             H = self.rnn.hidden_size
@@ -510,7 +521,13 @@ class BatchedNet:
             bott = z.copy()
         if self.attn is not None:
             bott[:] = self.attn(_t(bott)[None], self.attn_state)[0].numpy()
-        # -- decoders --
+        return bott
+
+    def _decode_all(self, bott, T, n):
+        """Decoders, head, inverse STFT over ``T`` frames from the bottleneck's output ``bott
+        [width, T]``: the stems ``[S, C, n]``."""
+        C, hop, nb = self.C, self.hop, self.nb
+        last = self.zenc[-1]["out"]
         d0 = self.zdec[0]
         inp = d0["inp"]
         np.add(bott, last.a[:, :T], out=inp.a[:, inp.ctx:inp.ctx + T])  # + the delayed skip
@@ -530,8 +547,52 @@ class BatchedNet:
         out = np.empty((Ko, n), np.float32)
         K.istft_ola(frames, self.syn, hop, self.tail, self.wave.a, 0, out, self.project,
                     self.mixbuf.a if self.project else _D2, _ct(self.S), self.acc)
-        self._carry(T, n)
         return out.reshape(self.S, C, n)
+
+    # -- the recurrent state, for the block runner ------------------------------------------
+
+    def bottleneck_state(self) -> dict:
+        """A copy of the bottleneck's carried state (LSTM, attention)."""
+        st = {}
+        if self.rnn is not None:
+            st["h"], st["c"] = self.h.copy(), self.c.copy()
+        if self.attn is not None:
+            st["attn"] = {k: v.clone() for k, v in self.attn_state.items()}
+        return st
+
+    def set_bottleneck_state(self, st: dict) -> None:
+        if self.rnn is not None:
+            self.h[:], self.c[:] = st["h"], st["c"]
+        if self.attn is not None:
+            self.attn_state = {k: v.clone() for k, v in st["attn"].items()}
+
+    def run_block(self, x: np.ndarray, warm: int, bott_warm: np.ndarray | None,
+                  state: dict, on_state=None) -> np.ndarray:
+        """One block of the block runner: from the zero state, ``x [C, (warm + B) *
+        stft_hop]`` for frames ``start - warm .. start + B``; the bottleneck's output for the
+        first ``warm`` frames is ``bott_warm [width, warm]`` (the true one, from the block
+        before), its state at ``start`` is ``state`` (a callable returning it is waited for
+        only when needed). ``on_state(bott [width, warm + B], state at the end)`` is called as
+        soon as they are known. Returns the streaming output of frames ``start .. start + B``:
+        ``[S, C, B * stft_hop]``."""
+        x = np.asarray(x, dtype=np.float32)
+        n = x.shape[1]
+        T = n // self.hop
+        if x.shape[0] != self.C or n % self.hop or T > self.T or not 0 <= warm <= T:
+            raise ValueError(f"block of {list(x.shape)} with {warm} warm-up frames")
+        with torch.inference_mode():
+            self.reset()
+            z = self._encode_all(x, T, n)
+            self.set_bottleneck_state(state() if callable(state) else state)
+            bott = np.empty((z.shape[0], T), np.float32)
+            if warm:
+                bott[:, :warm] = bott_warm[:, -warm:]
+            if T > warm:
+                bott[:, warm:] = self._bottleneck(np.ascontiguousarray(z[:, warm:]), T - warm)
+            if on_state is not None:
+                on_state(bott, self.bottleneck_state())
+            out = self._decode_all(bott, T, n)
+        return out[..., warm * self.hop:]
 
     def _encode(self, lay, y, T, nb, inj, use_inj, emb=False):
         """After an encoder conv ``y [C, T * nb]``: norm + GELU, residual, rewrite + norm + GLU
@@ -648,3 +709,157 @@ class BatchedNet:
 
 _UP_DTS = np.array([1, 0], np.int64)
 _UP_DFS = np.zeros(2, np.int64)
+
+
+def warmup_frames(net: CausalHybridNet) -> int:
+    """STFT frames after which a zero-state start of the network's non-recurrent part gives
+    exactly the carried-state result: every carried context outside the recurrent bottleneck
+    (STFT, conv, delay and overlap-add state), in samples at its layer's rate, summed (the
+    longest chain of them cannot be longer), in frames, plus two."""
+    hop = net.stft_hop
+    total = (net.n_fft - hop) + (net.synthesis_support - hop)  # STFT context, iSTFT overlap
+    total += net.time_out_delay.frames + (net.mix_delay.frames if net.mix_delay else 0)
+    total += hop * (net.mask_delay.frames if net.mask_delay is not None else 0)
+    rate = 1  # samples per step at the waveform layer's input
+    rates = []
+    for tenc in net.time_encoder:
+        total += tenc.conv.context * rate
+        rate *= tenc.conv.conv.stride[0]
+        rates.append(rate)
+        if getattr(tenc, "residual", None) is not None:
+            total += sum(c.context for c in tenc.residual.convs_in) * rate
+    for i, tdec in enumerate(net.time_decoder):
+        r = rates[len(rates) - 1 - i]  # this decoder's input rate: its mirror's output
+        total += r  # the transposed conv's carried frame
+        if not tdec.bare:
+            total += tdec.rewrite.context * r
+        total += net.time_skip_delay[i].frames * r
+    for enc in net.freq_encoder:
+        if enc.residual is not None:
+            total += sum(c.context for c in enc.residual.convs_in) * hop
+    for i, dec in enumerate(net.freq_decoder):
+        total += (dec.rewrite.context + net.freq_skip_delay[i].frames) * hop
+    return -(-total // hop) + 2
+
+
+class BlockRunner:
+    """:meth:`CausalHybridNet.stream` over a long signal on several threads, equal to the
+    one-thread result up to float rounding.
+
+    The signal is cut into blocks of ``block`` frames. Everything but the recurrent bottleneck
+    has a finite memory (:func:`warmup_frames`), so a block can start from the zero state
+    ``warm`` frames early and be exact from its own first frame: blocks run in parallel, one
+    :class:`BatchedNet` per thread, and only the bottleneck's state is handed from block to
+    block (a block's recurrent part waits for the block before; its encoders before, and its
+    decoders after, run meanwhile). The bottleneck's output for the warm-up frames is the
+    block before's. Threads take the next block when free, so a thread the OS does not
+    schedule (a busy machine) only takes fewer blocks; nothing spins.
+
+    ``run(x [C, n * stft_hop])`` -> ``[S, C, n * stft_hop]``: the next samples of the stream,
+    state carried from call to call; :meth:`reset` starts a new stream. Set torch to one
+    intra-op thread around it (:func:`run` does not change torch's threads).
+    """
+
+    def __init__(self, net: CausalHybridNet, threads: int = 2, block: int = 256,
+                 warm: int | None = None):
+        self.threads = max(1, int(threads))
+        self.block = int(block)
+        self.warm = warmup_frames(net) if warm is None else int(warm)
+        self.engines = [BatchedNet(net, frames=self.block + self.warm)
+                        for _ in range(self.threads)]
+        self.hop = int(net.stft_hop)
+        self.C, self.S = int(net.audio_channels), len(net.sources)
+        self.reset()
+
+    def reset(self) -> None:
+        e = self.engines[0]
+        e.reset()
+        self._state = e.bottleneck_state()
+        width = self.engines[0].zenc[-1]["cout"]
+        self._bott_tail = np.zeros((width, self.warm), np.float32)
+        self._x_tail = np.zeros((self.C, self.warm * self.hop), np.float32)
+        self._frames = 0  # frames of the stream so far
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        import threading
+
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        hop, B, W = self.hop, self.block, self.warm
+        if x.ndim != 2 or x.shape[0] != self.C or x.shape[1] % hop:
+            raise ValueError(f"expected [{self.C}, n * {hop}], got {list(x.shape)}")
+        n_frames = x.shape[1] // hop
+        out = np.empty((self.S, self.C, x.shape[1]), np.float32)
+        if n_frames == 0:
+            return out
+        starts = list(range(0, n_frames, B))
+        # the input with the warm-up frames before this call in front
+        xw = np.concatenate([self._x_tail, x], axis=1)
+        done = [threading.Event() for _ in starts]
+        chain = [None] * len(starts)  # (bottleneck output's last W frames, state) per block
+        errors = []
+        lock = threading.Lock()
+        todo = iter(range(len(starts)))
+        frames0 = self._frames
+        first = (self._bott_tail, self._state)
+
+        def block(k, eng):
+            a = starts[k]
+            b = min(a + B, n_frames)
+            warm = min(W, frames0 + a)  # at the stream's start the zero state is exact
+            xs = xw[:, (W + a - warm) * hop:(W + b) * hop]
+
+            def prev():  # (bottleneck output's last W frames, state) of the block before
+                if not k:
+                    return first
+                done[k - 1].wait()
+                if chain[k - 1] is None:
+                    raise RuntimeError("a block before this one failed")
+                return chain[k - 1]
+
+            def publish(bott, st):
+                tail = np.concatenate([prev()[0], bott[:, warm:]], axis=1)
+                chain[k] = (tail[:, tail.shape[1] - W:], st)
+                done[k].set()
+
+            # the warm-up frames' bottleneck output is read after the state was waited for
+            res = eng.run_block(xs, warm, _Lazy(lambda: prev()[0]), lambda: prev()[1], publish)
+            out[..., a * hop:b * hop] = res
+
+        def worker(index):
+            eng = self.engines[index]
+            try:
+                while not errors:
+                    with lock:
+                        k = next(todo, None)
+                    if k is None:
+                        return
+                    block(k, eng)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                errors.append(exc)
+                for ev in done:
+                    ev.set()
+
+        pool = [threading.Thread(target=worker, args=(i,), daemon=True)
+                for i in range(1, min(self.threads, len(starts)))]
+        for t in pool:
+            t.start()
+        worker(0)
+        for t in pool:
+            t.join()
+        if errors:
+            raise errors[0]
+        self._bott_tail, self._state = chain[-1]
+        self._x_tail = xw[:, xw.shape[1] - W * hop:]
+        self._frames += n_frames
+        return out
+
+
+class _Lazy:
+    """The warm-up frames' bottleneck output, fetched when :meth:`BatchedNet.run_block` reads
+    it (after the block before has published it)."""
+
+    def __init__(self, fetch):
+        self.fetch = fetch
+
+    def __getitem__(self, key):
+        return self.fetch()[key]

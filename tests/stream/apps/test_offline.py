@@ -69,3 +69,31 @@ def test_segments_concatenate_to_the_whole_file_result(model, segment):
         np.testing.assert_array_equal(got, whole)
     else:  # chunk size differs from the whole-file call: float rounding only
         assert _diff_db(got, whole) < -100.0
+
+
+@pytest.mark.parametrize("model", ["rt-tiny", "rt-small"])
+def test_one_file_on_two_threads_equals_one_thread(model, monkeypatch):
+    """With two torch threads the batched engine runs blocks of the file in parallel (each
+    block recomputing the frames before it that its non-recurrent layers remember): the same
+    result, piece by piece, as one thread."""
+    import torch
+
+    from livestems.model.registry import load_separator
+    from livestems.stream import offline
+    from livestems.stream.offline import iter_separated
+
+    monkeypatch.setattr(offline, "BLOCK_FRAMES", 40)  # small blocks: many hand-overs
+    sep = load_separator(model)
+    x = music_like(4.2, seed=9)[:, :180_001]
+    one = separate_array(sep, x)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = np.concatenate(list(iter_separated(sep, x, segment_samples=50_000)), axis=-1)
+        assert torch.get_num_threads() == 2  # restored around each piece
+    finally:
+        torch.set_num_threads(threads)
+    db = _diff_db(two, one)
+    print(f"{model}: two threads - one thread = {db:.1f} dB")
+    assert two.shape == one.shape
+    assert db < -110.0, db
