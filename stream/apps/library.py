@@ -145,8 +145,11 @@ def load_model(spec: str | None, threads: int):
     if key not in _SEPARATORS:
         from livestems.model.nets.registry import load_separator
 
+        from .offline import prepare
+
         t0 = time.perf_counter()
         sep = load_separator(key)
+        prepare(sep, threads)  # the offline engine's kernels loaded (or compiled) now
         _SEPARATORS[key] = (sep, time.perf_counter() - t0)
     return _SEPARATORS[key]
 

@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = ["OFFLINE_CHUNK_HOPS", "SEGMENT_SECONDS", "BLOCK_FRAMES", "ENGINES",
            "separate_array", "iter_separated", "set_threads", "Timer", "batched_engine",
-           "block_runner"]
+           "block_runner", "prepare"]
 
 #: STFT hops per chunk for the batched path (128 hops of 256 samples = 0.74 s at 44.1 kHz):
 #: long enough that per-call overhead is amortised, short enough that a chunk's activations
@@ -123,6 +123,27 @@ def block_runner(separator, threads: int, block: int | None = None):
     if key not in cache:
         cache[key] = BlockRunner(separator.module, threads=threads, block=block)
     return cache[key]
+
+
+def prepare(separator, threads: int | None = None) -> None:
+    """Build the separator's offline engine now and run it once on a few frames of silence,
+    so its numba kernels are compiled (first run on a machine) or loaded from numba's cache
+    here rather than during the first file's compute (part of loading the model)."""
+    eng = batched_engine(separator)
+    if eng is None:
+        return
+    import torch
+
+    hop = eng.hop
+    eng.reset()
+    eng.run(np.zeros((eng.C, 2 * hop), np.float32))
+    eng.reset()
+    threads = threads or torch.get_num_threads()
+    if threads > 1:
+        runner = block_runner(separator, threads)
+        runner.reset()
+        runner.run(np.zeros((eng.C, 3 * hop), np.float32))
+        runner.reset()
 
 
 def _engine_for(separator, chunk_hops: int, engine: str | None):

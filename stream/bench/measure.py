@@ -301,6 +301,48 @@ def _bench_library(name: str, wav, folder, files: int, say) -> dict:
             "load_s": [o.load_s for o in done], "threads_per_worker": 1}
 
 
+def _bench_engines(sep, x: np.ndarray, repeats: int = 2) -> dict | None:
+    """The network's compute alone on ``x`` in memory, in this run: the batched engine on one
+    thread, the network's own torch path on one thread (the path `separate` used before the
+    engine), interleaved, best of ``repeats``; wall and this process's CPU seconds; then the
+    batched engine on one file with 2 threads (wall). None for separators without it."""
+    import torch
+
+    from .offline import batched_engine, iter_separated, prepare
+
+    if batched_engine(sep) is None:
+        return None
+
+    def timed(engine, threads):
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in iter_separated(sep, x, engine=engine):
+                pass
+            return time.perf_counter() - t0, time.process_time() - c0
+        finally:
+            torch.set_num_threads(old)
+
+    prepare(sep, 2)
+    runs = {"batched": [], "torch": []}
+    for _ in range(repeats):
+        for engine in runs:
+            runs[engine].append(timed(engine, 1))
+    two = [timed("batched", 2) for _ in range(repeats)]
+    seconds = x.shape[1] / sep.sample_rate
+    res = {}
+    for engine, v in runs.items():
+        res[engine] = {"wall_s": min(w for w, _ in v), "cpu_s": min(c for _, c in v)}
+        res[engine]["x"] = seconds / res[engine]["wall_s"]
+        res[engine]["cpu_x"] = seconds / res[engine]["cpu_s"]
+    res["batched_2_threads"] = {"wall_s": min(w for w, _ in two),
+                                "x": seconds / min(w for w, _ in two)}
+    res["speedup"] = res["torch"]["wall_s"] / res["batched"]["wall_s"]
+    res["cpu_speedup"] = res["torch"]["cpu_s"] / res["batched"]["cpu_s"]
+    return res
+
+
 def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs", "umx"),
                   progress=None, library: bool = True) -> dict:
     """Offline throughput (audio seconds per wall second, "x real time") of `separate`.
@@ -311,8 +353,11 @@ def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs",
     With ``library``, also ``cores`` copies of the file through the library runner with one
     worker process per core (``library``: its wall time with spawning, loads and I/O, and its
     compute throughput: the audio over the span from the first worker's compute start to the
-    last one's end). The peers run their own offline separation on the
-    same audio in memory, on the same torch threads. Returns ``{"seconds", "threads", "rows",
+    last one's end). Where the model has the batched engine, ``engines`` compares it in this
+    run with the network's own torch path (the previous offline path), both on one thread,
+    and times it on one file with 2 threads (:func:`_bench_engines`). The peers run their own
+    offline separation on the same audio in memory, on the same torch threads. Returns
+    ``{"seconds", "threads", "rows",
     "machine", "reference_ms", "loadavg_1min"}`` (the 1-minute load average before and after:
     on a shared machine it says how much else was running).
     """
@@ -322,9 +367,9 @@ def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs",
     from livestems.model.evaluation.demo_song import make_demo_song
     from livestems.model.nets.registry import load_separator
 
-    from livestems.stream.io.files import read_audio, write_audio
-    from livestems.stream.apps.offline import set_threads
-    from livestems.stream.apps.separate import separate_file
+    from .audio_io import read_audio, write_audio
+    from .offline import prepare, set_threads
+    from .separate import separate_file
 
     say = progress or (lambda msg: None)
     rows = []
@@ -337,12 +382,13 @@ def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs",
         write_audio(wav, song.mixture, 44100, "wav")
         for name in models:
             say(f"separate --model {name} on {seconds:g} s ...")
-            t0 = time.perf_counter()
-            sep = load_separator(name)
-            load_s = time.perf_counter() - t0
             threads = _threads()
             set_threads(1)  # as `livestems separate` runs each file by default
             try:
+                t0 = time.perf_counter()
+                sep = load_separator(name)
+                prepare(sep, 1)  # as the library runner loads a model (its numba kernels too)
+                load_s = time.perf_counter() - t0
                 res = separate_file(wav, Path(tmp) / f"out-{name}", sep, model_id=name)
             finally:
                 set_threads(threads)
@@ -354,6 +400,10 @@ def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs",
                    "wall_with_load_x": seconds / (wall + load_s)}
             if library and cores > 1:
                 row["library"] = _bench_library(name, wav, tmp, cores, say)
+            say(f"--model {name}: batched engine vs the torch path, in memory ...")
+            engines = _bench_engines(sep, read_audio(wav).samples)
+            if engines is not None:
+                row["engines"] = engines
             rows.append(row)
         x = read_audio(wav).samples
         for key in peers:

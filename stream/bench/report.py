@@ -87,34 +87,50 @@ def _offline_lines(offline: dict, plot: str) -> list[str]:
     lines = [
         f"## Offline throughput (`separate` on a {offline['seconds']:g} s file)", "",
         "Ours: `livestems separate`'s offline path (the causal network over long chunks",
-        "with carried state, equal to the streaming result: tests/stream/apps/test_offline.py), one",
-        "torch thread per file, model load, decode, compute and write timed apart; then",
-        "one copy of the file per core through the library runner (one worker process",
-        "each): *N files compute x* is the audio over the span from the first worker's",
-        "compute start to the last one's end, *wall x* the whole run (spawning, model",
-        "loads, decode, write). x = audio seconds per wall second. Peers: their own",
-        "offline separation of the same audio in memory, random weights at published",
-        f"sizes, {offline['threads']} torch threads. docs/SCALE.md explains the figures.",
+        "with carried state through the batched engine, equal to the streaming result:",
+        "tests/test_offline.py), one torch thread per file, model load (with the engine's",
+        "numba kernels), decode, compute and write timed apart; *2 threads* the same file's",
+        "compute on two threads of the engine (blocks in parallel); then one copy of the",
+        "file per core through the library runner (one worker process each): *N files",
+        "compute x* is the audio over the span from the first worker's compute start to the",
+        "last one's end, *wall x* the whole run (spawning, model loads, decode, write).",
+        "*torch path* is the previous offline path (the network's own `stream` over the",
+        "same chunks) measured in the same run on one thread, in memory, interleaved with",
+        "the engine (below the table: both, and their CPU time). x = audio seconds per wall",
+        "second. Peers: their own offline separation of the same audio in memory, random",
+        f"weights at published sizes, {offline['threads']} torch threads. docs/SCALE.md "
+        "explains the figures.",
         "",
         "| model | what | params | load s | decode s | compute s | write s | compute x |"
-        " wall x (+load) | N files: compute x | N files: wall x | vs Hybrid Demucs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        " wall x (+load) | 2 threads: compute x | N files: compute x | N files: wall x |"
+        " torch path: compute x | vs Hybrid Demucs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     hd = next((r for r in offline["rows"] if r["model"] == "hdemucs"), None)
+    notes = []
     for r in offline["rows"]:
         ratio = f"{r['throughput'] / hd['throughput']:.1f}x" if hd else "-"
         lib = r.get("library")
         libs = (f"{lib['files']}: {lib['compute_x']:.1f} | {lib['wall_x']:.1f}" if lib
                 else "- | -")
+        eng = r.get("engines")
+        two = f"{eng['batched_2_threads']['x']:.1f}" if eng else "-"
+        old = f"{eng['torch']['x']:.1f}" if eng else "-"
+        if eng:
+            notes.append(
+                f"- `{r['model']}`, one thread, in memory: batched engine "
+                f"{eng['batched']['x']:.1f}x, torch path {eng['torch']['x']:.1f}x: "
+                f"**{eng['speedup']:.2f}x faster**; in CPU time {eng['batched']['cpu_x']:.1f}x "
+                f"vs {eng['torch']['cpu_x']:.1f}x ({eng['cpu_speedup']:.2f}x).")
         if r["kind"] == "livestems":
             lines.append(f"| {r['model']} | livestems | {r['params'] / 1e6:.2f} M | "
                          f"{r['load_s']:.2f} | {r['decode_s']:.2f} | {r['compute_s']:.2f} | "
                          f"{r['write_s']:.2f} | {r['compute_x']:.1f} | {r['throughput']:.1f} "
-                         f"({r['wall_with_load_x']:.1f}) | {libs} | {ratio} |")
+                         f"({r['wall_with_load_x']:.1f}) | {two} | {libs} | {old} | {ratio} |")
         else:
             lines.append(f"| {r['model']} | {r['kind']} | {r['params'] / 1e6:.2f} M | - | - | "
                          f"{r['wall_s']:.1f} | - | {r['compute_x']:.2f} | "
-                         f"{r['throughput']:.2f} | {libs} | {ratio} |")
-    lines += ["", f"![throughput]({plot})", ""]
+                         f"{r['throughput']:.2f} | - | {libs} | - | {ratio} |")
+    lines += [""] + notes + (["", ""] if notes else []) + [f"![throughput]({plot})", ""]
     return lines
 
 

@@ -152,22 +152,37 @@ def offline_table(res: dict) -> str:
     base = next((r for r in res["rows"] if r["model"] == "hdemucs"), None)
     lines = [f"{'model':8s} {'params':>7s} {'load s':>6s} {'decode':>6s} {'compute':>7s} "
              f"{'write':>6s} {'compute x':>9s} {'wall x':>7s} {'+load x':>7s} "
-             f"{'N files: compute x':>18s} {'wall x':>7s} {'vs hdemucs':>10s}  what"]
+             f"{'2 threads x':>11s} {'N files: compute x':>18s} {'wall x':>7s} "
+             f"{'torch path x':>12s} {'vs hdemucs':>10s}  what"]
     for r in res["rows"]:
         ratio = f"{r['throughput'] / base['throughput']:.1f}x" if base else "-"
         lib = r.get("library")
         libs = (f"{lib['files']}: {lib['compute_x']:12.1f} {lib['wall_x']:7.1f}" if lib
                 else f"{'-':>18s} {'-':>7s}")
+        eng = r.get("engines")
+        two = f"{eng['batched_2_threads']['x']:11.1f}" if eng else f"{'-':>11s}"
+        old = f"{eng['torch']['x']:12.1f}" if eng else f"{'-':>12s}"
         if r["kind"] == "livestems":
             lines.append(f"{r['model']:8s} {r['params'] / 1e6:6.2f}M {r['load_s']:6.2f} "
                          f"{r['decode_s']:6.2f} {r['compute_s']:7.2f} {r['write_s']:6.2f} "
                          f"{r['compute_x']:9.1f} {r['throughput']:7.1f} "
-                         f"{r['wall_with_load_x']:7.1f} {libs} {ratio:>10s}  livestems")
+                         f"{r['wall_with_load_x']:7.1f} {two} {libs} {old} {ratio:>10s}  "
+                         "livestems")
         else:
             lines.append(f"{r['model']:8s} {r['params'] / 1e6:6.2f}M {'-':>6s} {'-':>6s} "
                          f"{r['wall_s']:7.2f} {'-':>6s} {r['compute_x']:9.1f} "
-                         f"{r['throughput']:7.1f} {'-':>7s} {libs} {ratio:>10s}  {r['kind']}")
-    lines.append(f"{res['seconds']:g} s file; ours: one torch thread per file, N files in N "
+                         f"{r['throughput']:7.1f} {'-':>7s} {'-':>11s} {libs} {'-':>12s} "
+                         f"{ratio:>10s}  {r['kind']}")
+    for r in res["rows"]:
+        eng = r.get("engines")
+        if eng:
+            lines.append(
+                f"{r['model']}: batched engine {eng['batched']['x']:.1f}x vs torch path "
+                f"{eng['torch']['x']:.1f}x on one thread in memory, this run: "
+                f"{eng['speedup']:.2f}x faster (CPU time {eng['batched']['cpu_x']:.1f}x vs "
+                f"{eng['torch']['cpu_x']:.1f}x: {eng['cpu_speedup']:.2f}x)")
+    lines.append(f"{res['seconds']:g} s file; ours: one torch thread per file (2 threads x: "
+                 "the same file on 2 threads of the batched engine), N files in N "
                  f"worker processes (one per core); peers: {res['threads']} torch threads; "
                  f"machine: "
                  f"{res['machine']['cpu']}, {res['machine']['cores']} cores; times in s, "
