@@ -103,6 +103,25 @@ class _Gemm:
         out[:, :n].copy_(res)
         return self.out
 
+    def part(self, c0: int, c1: int) -> np.ndarray:
+        """The product over columns ``c0 .. c1`` of :attr:`col` into a small buffer of its own
+        (valid until the next call): ``[N, c1 - c0]``."""
+        n = c1 - c0
+        small = getattr(self, "_small", None)
+        if small is None or small.shape[1] < n:
+            small = self._small = np.zeros((self.N, n), np.float32)
+        out = _t(small[:, :n]) if n == small.shape[1] else _t(np.empty((self.N, n), np.float32))
+        col = _t(self.col)[:, c0:c1]
+        if self.b is None:
+            torch.mm(self.w, col, out=out)
+        else:
+            torch.addmm(self.b, self.w, col, out=out)
+        return out.numpy()
+
+
+#: frames per piece of the last decoder's transposed conv (see :meth:`BatchedNet._decode_freq`)
+_SUB = 32
+
 
 class _Ctx:
     """A channels-first buffer ``[rows, ctx + cols]``: ``ctx`` columns of carried context, then
@@ -205,6 +224,7 @@ class BatchedNet:
             raise Unsupported(f"{widest} channels: the kernels are compiled per width, up to "
                               f"{MAX_CHANNELS} (a GPU-sized network)")
         self.net = net
+        self.sub = _SUB
         self.T = T = int(frames)
         if T < 1:
             raise ValueError(f"frames must be >= 1, got {frames}")
@@ -632,12 +652,22 @@ class BatchedNet:
                    ui.a if bare else _D2, ui.ctx, 1, bare, ms, rs)
         gu = d["up"]
         K.im2col_up(d["pre"], 0, F, F, T, _ct(Cz), d["mb"], gu.col)
-        yb = gu(T * d["Fa"])
         gn, w, b, eps = d["norm_out"]
         zl = d["Fa"] * d["s"]
-        if d["last"] and not self.mask and gn == 0:  # CaC: straight into the inverse FFT
+        if d["last"] and not self.mask and gn == 0 and d["pad"] < d["s"] and self.sub:
+            # CaC: straight into the inverse FFT, a few frames at a time so that the
+            # transposed conv's output (the largest activation) stays in cache
+            Fa = d["Fa"]
+            for t0 in range(0, T, self.sub):
+                t1 = min(T, t0 + self.sub)
+                yb = gu.part(t0 * Fa, t1 * Fa)
+                K.up_to_ifft(yb, Fa, t1 - t0, _ct(d["s"]), _ct(self.Ko), d["pad"], self.nb,
+                             self.zr, t0)
+            return
+        yb = gu(T * d["Fa"])
+        if d["last"] and not self.mask and gn == 0 and d["pad"] < d["s"]:
             K.up_to_ifft(yb, d["Fa"], T, _ct(d["s"]), _ct(self.Ko), d["pad"], self.nb,
-                         self.zr)
+                         self.zr, 0)
             return
         if d["last"]:
             out, ooff, post, poff, ppitch, use_post = self.so, 0, _D2, 0, 0, False

@@ -624,21 +624,31 @@ def up_norm_act(yb, Fa, T, st, cut, G, w, b, eps, per_sample, act, out, o_off, o
 
 
 @numba.njit(**_KERNEL)
-def up_to_ifft(yb, Fa, T, st, kt, crop, nb, z):
+def up_to_ifft(yb, Fa, T, st, kt, crop, nb, z, t0):
     """The last decoder's transposed conv output in blocks (rows ``(2k + re/im) * s + r``,
-    columns ``(t, a)``: bin ``a * s + r``), cropped by ``crop`` bins, straight into the
-    inverse FFT's input ``z [K, T, bins + 1, 2]`` (its Nyquist bin left zero)."""
+    columns ``(t, a)``: bin ``a * s + r``), cropped by ``crop < s`` bins, straight into the
+    inverse FFT's input ``z [K, frames, bins + 1, 2]`` at frames ``t0 ..`` (its Nyquist bin
+    left zero)."""
     s = len(st)
     K = len(kt)
     for k in range(K):
         for t in range(T):
-            zt = z[k, t]
+            zt = z[k, t0 + t]
             col = t * Fa
-            for q in range(nb):
-                qq = q + crop
-                a, r = qq // s, qq % s
-                zt[q, 0] = yb[2 * k * s + r, col + a]
-                zt[q, 1] = yb[(2 * k + 1) * s + r, col + a]
+            for r in range(crop, s):  # block 0: its first ``crop`` bins are cropped
+                zt[r - crop, 0] = yb[2 * k * s + r, col]
+                zt[r - crop, 1] = yb[(2 * k + 1) * s + r, col]
+            for a in range(1, Fa - 1):
+                for r in range(s):
+                    q = a * s + r - crop
+                    zt[q, 0] = yb[2 * k * s + r, col + a]
+                    zt[q, 1] = yb[(2 * k + 1) * s + r, col + a]
+            a = Fa - 1
+            for r in range(s):
+                q = a * s + r - crop
+                if q < nb:
+                    zt[q, 0] = yb[2 * k * s + r, col + a]
+                    zt[q, 1] = yb[(2 * k + 1) * s + r, col + a]
 
 
 # -- STFT and the output ---------------------------------------------------------------------
