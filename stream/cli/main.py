@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "once (default: one per CPU core, at most one per file). More workers "
                         "use the cores better on many files; one file uses one worker")
     s.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads per worker (default 1). More threads can speed up one "
-                        "long file on an otherwise idle machine, but collapse when another "
-                        "process busies a core; more workers are the safer way to use cores")
+                   help="threads per worker (default 1). With more, one file is cut into "
+                        "blocks separated in parallel (the same result as one thread): faster "
+                        "for a long file on an otherwise idle machine, slower when other "
+                        "processes busy the cores; more workers are the safer way to use cores")
     s.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                    help="run the files on a Ray cluster instead of local processes: 'auto' "
                         "joins the cluster this machine belongs to (or starts a local one), "

@@ -237,6 +237,8 @@ class BatchedNet:
         self.la = la = int(net.lookahead)
         self.lat = int(net.latency_samples)
         self.mask = net.output == "mask"
+        self.spec_power = float(getattr(net, "spec_power", 1.0))
+        refiner = getattr(net, "refiner", None)
         self.project = bool(net.consistency)
         self.L = L = len(net.specs)
         n_max = T * hop
@@ -421,6 +423,19 @@ class BatchedNet:
         self.tail = np.zeros((Ko, M - hop), np.float32)
         self.acc = np.zeros(n_max + M - hop, np.float32)
         self.es = np.zeros((S + 1) * nb, np.float32)
+        # the input spectrum power-law compressed (the branch reads it; the refiner too)
+        self.specc = (np.zeros((la + T, C, nb + 1, 2), np.float32)
+                      if self.spec_power != 1.0 or refiner is not None else None)
+        self.refine = None
+        if refiner is not None:
+            c1, act, c2 = refiner
+            if (not isinstance(act, torch.nn.GELU) or act.approximate != "none"
+                    or c1.kernel_size != (1, 1) or c2.kernel_size != (1, 1)
+                    or c1.in_channels != 2 * Ko + 2 * C or c2.out_channels != Ko):
+                raise Unsupported("mask refiner")
+            self.refine = (_Gemm(c1.weight[:, :, 0, 0], c1.bias, 2 * Ko + 2 * C, T * nb),
+                           _Gemm(c2.weight[:, :, 0, 0], c2.bias, c1.out_channels, T * nb,
+                                 own_col=False))
         self.reset()
 
     # -- state --------------------------------------------------------------------------------
@@ -448,6 +463,8 @@ class BatchedNet:
             b.reset()
         if self.specbuf is not None:
             self.specbuf[:self.la].zero_()
+        if self.specc is not None:
+            self.specc[:self.la] = 0.0
         self.tail[:] = 0.0  # (the inverse FFT's Nyquist bin is zero from the start, never set)
         if self.rnn is not None:
             self.h = np.zeros((self.rnn.num_layers, self.rnn.hidden_size), np.float32)
@@ -495,6 +512,10 @@ class BatchedNet:
         if self.mask:
             self.specbuf[la:la + T] = spec
         spec_r = torch.view_as_real(spec).numpy()
+        if self.specc is not None:  # compressed, after la frames of the delayed ones
+            K.compress_spec(spec_r, T, self.spec_power, self.specc[la:])
+            if self.spec_power != 1.0:
+                spec_r = self.specc[la:]
 
         # -- encoders --
         x_src, x_off = xb.a, xb.ctx  # the waveform branch's input and its new samples
@@ -560,8 +581,16 @@ class BatchedNet:
         pitch = dl["Fa"] * dl["s"]
         zr = self.zr
         if self.mask:
+            ref, use_ref = _D2, False
+            if self.refine is not None:
+                g1, g2 = self.refine
+                K.refine_feat(self.so, dl["pad"], pitch, nb, T, _ct(Ko), self.specc, _ct(C),
+                              g1.col)
+                h = g1(T * nb)
+                K.gelu_rows(h, T * nb)
+                ref, use_ref = g2(T * nb, h), True
             K.mask_head(self.so, dl["pad"], pitch, nb, T, _ct(Ko), _ct(self.S),
-                        torch.view_as_real(self.specbuf).numpy(), zr, self.es)
+                        torch.view_as_real(self.specbuf).numpy(), zr, self.es, ref, use_ref)
 
         frames = torch.fft.irfft(self.zifft[:, :T], n=self.n_fft, dim=-1).numpy()
         out = np.empty((Ko, n), np.float32)
@@ -717,6 +746,8 @@ class BatchedNet:
             self.mixbuf.carry(n)
         if self.specbuf is not None and self.la:
             self.specbuf[:self.la] = self.specbuf[T:T + self.la].clone()
+        if self.specc is not None and self.la:
+            self.specc[:self.la] = self.specc[T:T + self.la].copy()
         for lay in self.tenc:
             m = lay["m"] * T // self.T
             if lay.get("res") is not None:

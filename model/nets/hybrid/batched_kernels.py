@@ -37,7 +37,7 @@ from numba.core import compiler
 
 __all__ = ["gelu_inplace", "sigmoid_inplace", "im2col_stride", "im2col_spec", "im2col_shift",
            "im2col_up", "norm_act", "norm_glu", "res_ln_act", "res_ln_glu_add", "up_norm_act",
-           "up_to_ifft", "lstm_seq",
+           "up_to_ifft", "lstm_seq", "compress_spec", "refine_feat", "gelu_rows",
            "stft_frames", "to_ifft", "mask_head", "istft_ola", "carry_cols"]
 
 f32 = np.float32
@@ -684,11 +684,11 @@ def to_ifft(so, s_off, s_pitch, nb, T, kt, z):
 
 
 @numba.njit(**_KERNEL)
-def mask_head(so, s_off, s_pitch, nb, T, kt, st, spec, z, e):
-    """Mask output: the spectrogram branch's rows ``2k`` (``k = s * C + c``) are logits; each
-    source's softmax share (over the ``len(st)`` sources) of the mixture spectrum ``spec [T,
-    C, bins + 1, 2]`` -> ``z [K, T, bins + 1, 2]`` (Nyquist left zero). ``e``: scratch of
-    ``(S + 1) * nb`` values."""
+def mask_head(so, s_off, s_pitch, nb, T, kt, st, spec, z, e, ref, use_ref):
+    """Mask output: the spectrogram branch's rows ``2k`` (``k = s * C + c``) are logits (plus
+    the refiner's ``ref[k, t * nb + f]`` if ``use_ref``); each source's softmax share (over
+    the ``len(st)`` sources) of the mixture spectrum ``spec [T, C, bins + 1, 2]`` -> ``z [K,
+    T, bins + 1, 2]`` (Nyquist left zero). ``e``: scratch of ``(S + 1) * nb`` values."""
     K = len(kt)
     S = len(st)
     C = K // S
@@ -696,18 +696,26 @@ def mask_head(so, s_off, s_pitch, nb, T, kt, st, spec, z, e):
     for t in range(T):
         o = s_off + t * s_pitch
         for c in range(C):
-            first = so[2 * c, o:o + nb]
-            for f in range(nb):
-                top[f] = first[f]
-            for s in range(1, S):
-                lr = so[2 * (s * C + c), o:o + nb]
-                for f in range(nb):
-                    top[f] = max(top[f], lr[f])
             for s in range(S):
                 lr = so[2 * (s * C + c), o:o + nb]
                 es = e[s * nb:(s + 1) * nb]
+                if use_ref:
+                    rr = ref[s * C + c, t * nb:(t + 1) * nb]
+                    for f in range(nb):
+                        es[f] = lr[f] + rr[f]
+                else:
+                    for f in range(nb):
+                        es[f] = lr[f]
+            for f in range(nb):
+                top[f] = e[f]
+            for s in range(1, S):
+                es = e[s * nb:(s + 1) * nb]
                 for f in range(nb):
-                    es[f] = np.exp(lr[f] - top[f])
+                    top[f] = max(top[f], es[f])
+            for s in range(S):
+                es = e[s * nb:(s + 1) * nb]
+                for f in range(nb):
+                    es[f] = np.exp(es[f] - top[f])
             for f in range(nb):
                 top[f] = e[f]
             for s in range(1, S):
@@ -724,6 +732,55 @@ def mask_head(so, s_off, s_pitch, nb, T, kt, st, spec, z, e):
                     share = es[f] * top[f]
                     zt[f, 0] = share * sp[f, 0]
                     zt[f, 1] = share * sp[f, 1]
+
+
+@numba.njit(**_KERNEL)
+def compress_spec(spec, T, power, out):
+    """Power-law compression of ``T`` frames of a spectrum ``[frames, C, bins + 1, 2]``, as
+    :func:`~livestems.model.hybrid.causal.compress_cac`: each bin times ``(re^2 + im^2 +
+    1e-8) ** ((power - 1) / 2)``."""
+    ex = f32(0.5) * (f32(power) - f32(1.0))
+    for t in range(T):
+        for c in range(spec.shape[1]):
+            sp = spec[t, c]
+            op = out[t, c]
+            for f in range(sp.shape[0]):
+                re, im = sp[f, 0], sp[f, 1]
+                g = (re * re + im * im + f32(1e-8)) ** ex
+                op[f, 0] = re * g
+                op[f, 1] = im * g
+
+
+@numba.njit(**_KERNEL)
+def refine_feat(so, s_off, s_pitch, nb, T, kt, specc, ct, feat):
+    """The mask refiner's input per bin: the branch's ``2K`` output rows (cropped, from
+    ``s_off``), then the (compressed) mixture spectrum ``specc [T, C, bins + 1, 2]`` as ``2C``
+    rows (``2c + re/im``): ``feat [2K + 2C, T * nb]``."""
+    K2 = 2 * len(kt)
+    C = len(ct)
+    for j in range(K2):
+        for t in range(T):
+            src = so[j, s_off + t * s_pitch:s_off + t * s_pitch + nb]
+            dst = feat[j, t * nb:(t + 1) * nb]
+            for f in range(nb):
+                dst[f] = src[f]
+    for t in range(T):
+        for c in range(C):
+            sp = specc[t, c]
+            dr = feat[K2 + 2 * c, t * nb:(t + 1) * nb]
+            di = feat[K2 + 2 * c + 1, t * nb:(t + 1) * nb]
+            for f in range(nb):
+                dr[f] = sp[f, 0]
+                di[f] = sp[f, 1]
+
+
+@numba.njit(**_KERNEL)
+def gelu_rows(h, n):
+    """GELU of the first ``n`` columns of every row of ``h``, in place."""
+    for c in range(h.shape[0]):
+        r = h[c, :n]
+        for i in range(n):
+            r[i] = _gelu(r[i])
 
 
 @numba.njit(**_KERNEL)
