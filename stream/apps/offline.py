@@ -3,19 +3,19 @@
 The streaming engine steps the network one hop (512 samples for ``rt-tiny``) at a time; a
 file has no deadline, so here the causal hybrid net runs long chunks of STFT frames through
 each layer at once, state carried from chunk to chunk. By default that is the batched engine
-:class:`~livestems.model.hybrid.batched.BatchedNet` (channels-first GEMMs and fused numba
+:class:`~livestems.model.nets.hybrid.batched.BatchedNet` (channels-first GEMMs and fused numba
 kernels, several times faster than the network's own torch code); networks it does not cover
 (and ``engine="torch"``) run :meth:`CausalHybridNet.stream` over the same chunks. Either way
 the result is the streaming result: the same causal network from the same zero state, only
-batched over time (tests/test_offline.py measures the difference against the hop-by-hop
+batched over time (tests/stream/apps/test_offline.py measures the difference against the hop-by-hop
 ``step`` path in dB). Separators without a batched path (the DSP baseline ``center``,
 windowed official models) run their own ``step`` hop by hop with no engine in between
-(:func:`~livestems.model.protocol.stream_offline`), which is exact by construction.
+(:func:`~livestems.model.nets.protocol.stream_offline`), which is exact by construction.
 
 Threading: call from one thread per separator. Torch's thread count is the caller's choice
 (:func:`set_threads`); the library runner gives each worker process ``cores / workers``. With
 more than one torch thread the batched engine runs one file on that many threads of its own
-(:class:`~livestems.model.hybrid.batched.BlockRunner`: blocks of :data:`BLOCK_FRAMES` frames
+(:class:`~livestems.model.nets.hybrid.batched.BlockRunner`: blocks of :data:`BLOCK_FRAMES` frames
 in parallel, equal to the one-thread result), torch on one thread inside each.
 """
 
@@ -81,12 +81,12 @@ def _weights_version(net) -> tuple:
 
 
 def batched_engine(separator, frames: int = OFFLINE_CHUNK_HOPS):
-    """The separator's :class:`~livestems.model.hybrid.batched.BatchedNet` for chunks of
+    """The separator's :class:`~livestems.model.nets.hybrid.batched.BatchedNet` for chunks of
     ``frames`` STFT frames (built once and kept on the separator, rebuilt after its weights
     change), or None when the engine does not cover its network or it is not on the CPU."""
     if batched_path(separator) != "batched" or separator.device.type != "cpu":
         return None
-    from livestems.model.hybrid.batched import BatchedNet, Unsupported
+    from livestems.model.nets.hybrid.batched import BatchedNet, Unsupported
 
     net = separator.module
     cache = separator.__dict__.setdefault("_offline_engines", {})
@@ -110,12 +110,12 @@ BLOCK_FRAMES = 512
 
 
 def block_runner(separator, threads: int, block: int | None = None):
-    """The separator's :class:`~livestems.model.hybrid.batched.BlockRunner` on ``threads``
+    """The separator's :class:`~livestems.model.nets.hybrid.batched.BlockRunner` on ``threads``
     threads (kept on the separator like :func:`batched_engine`), or None where the batched
     engine does not cover it."""
     if batched_engine(separator) is None:
         return None
-    from livestems.model.hybrid.batched import BlockRunner
+    from livestems.model.nets.hybrid.batched import BlockRunner
 
     block = int(block or BLOCK_FRAMES)
     cache = separator.__dict__["_offline_engines"]
@@ -176,7 +176,7 @@ def separate_array(separator, x: np.ndarray, *, chunk_hops: int = OFFLINE_CHUNK_
             out[..., a:a + y.shape[-1]] = y
             a += y.shape[-1]
         return out
-    from livestems.model.protocol import stream_offline
+    from livestems.model.nets.protocol import stream_offline
 
     return stream_offline(separator, x)
 

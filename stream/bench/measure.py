@@ -308,7 +308,7 @@ def _bench_engines(sep, x: np.ndarray, repeats: int = 2) -> dict | None:
     batched engine on one file with 2 threads (wall). None for separators without it."""
     import torch
 
-    from .offline import batched_engine, iter_separated, prepare
+    from livestems.stream.apps.offline import batched_engine, iter_separated, prepare
 
     if batched_engine(sep) is None:
         return None
@@ -367,9 +367,9 @@ def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs",
     from livestems.model.evaluation.demo_song import make_demo_song
     from livestems.model.nets.registry import load_separator
 
-    from .audio_io import read_audio, write_audio
-    from .offline import prepare, set_threads
-    from .separate import separate_file
+    from livestems.stream.io.files import read_audio, write_audio
+    from livestems.stream.apps.offline import prepare, set_threads
+    from livestems.stream.apps.separate import separate_file
 
     say = progress or (lambda msg: None)
     rows = []

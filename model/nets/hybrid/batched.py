@@ -20,8 +20,8 @@ per-frame norms through permutes, small-kernel set-up):
   STFT's overlap-add with the waveform branch and the mixture projection.
 
 The arithmetic is the network's, reordered: the result differs from :meth:`stream` by float32
-rounding only (tests/model/test_batched.py; tests/test_offline.py against the hop-by-hop
-``step``). The packed weights are a snapshot: build a new instance after changing weights.
+rounding only (tests/model/nets/test_batched.py; tests/stream/apps/test_offline.py against
+the hop-by-hop ``step``). The packed weights are a snapshot: build a new instance after changing weights.
 Networks with layers it does not cover raise :class:`Unsupported`; callers fall back to
 :meth:`stream`.
 

@@ -737,7 +737,7 @@ def mask_head(so, s_off, s_pitch, nb, T, kt, st, spec, z, e, ref, use_ref):
 @numba.njit(**_KERNEL)
 def compress_spec(spec, T, power, out):
     """Power-law compression of ``T`` frames of a spectrum ``[frames, C, bins + 1, 2]``, as
-    :func:`~livestems.model.hybrid.causal.compress_cac`: each bin times ``(re^2 + im^2 +
+    :func:`~livestems.model.nets.hybrid.causal.compress_cac`: each bin times ``(re^2 + im^2 +
     1e-8) ** ((power - 1) / 2)``."""
     ex = f32(0.5) * (f32(power) - f32(1.0))
     for t in range(T):

@@ -78,9 +78,9 @@ def test_one_file_on_two_threads_equals_one_thread(model, monkeypatch):
     result, piece by piece, as one thread."""
     import torch
 
-    from livestems.model.registry import load_separator
-    from livestems.stream import offline
-    from livestems.stream.offline import iter_separated
+    from livestems.model.nets.registry import load_separator
+    from livestems.stream.apps import offline
+    from livestems.stream.apps.offline import iter_separated
 
     monkeypatch.setattr(offline, "BLOCK_FRAMES", 40)  # small blocks: many hand-overs
     sep = load_separator(model)

@@ -1,4 +1,4 @@
-"""The batched offline engine (model/hybrid/batched.py) computes what the network's own
+"""The batched offline engine (model/nets/hybrid/batched.py) computes what the network's own
 :meth:`CausalHybridNet.stream` computes, chunk by chunk with carried state, up to float32
 rounding; where it does not cover a network the offline path falls back to ``stream``."""
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from livestems.model.hybrid.batched import BatchedNet, Unsupported
-from livestems.model.hybrid.causal import CausalHybridNet
+from livestems.model.nets.hybrid.batched import BatchedNet, Unsupported
+from livestems.model.nets.hybrid.causal import CausalHybridNet
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 
@@ -44,7 +44,7 @@ def _signal(net, hops, seed=1):
 
 @pytest.mark.parametrize("model,frames", [("rt-tiny", 32), ("rt-tiny", 5), ("rt-small", 16)])
 def test_batched_equals_stream(model, frames):
-    from livestems.model.registry import load_separator
+    from livestems.model.nets.registry import load_separator
 
     net = load_separator(model).module
     x = _signal(net, 3 * frames + 2)  # the last chunk is short
@@ -83,8 +83,8 @@ def test_batched_equals_stream_for_other_geometries(kw):
 
 
 def test_layers_it_does_not_cover_fall_back_to_the_network():
-    from livestems.model.registry import load_separator
-    from livestems.stream.offline import batched_engine, separate_array
+    from livestems.model.nets.registry import load_separator
+    from livestems.stream.apps.offline import batched_engine, separate_array
 
     sep = load_separator("rt-base")  # 1024 channels at the bottleneck: a GPU network
     with pytest.raises(Unsupported):
@@ -99,8 +99,8 @@ def test_layers_it_does_not_cover_fall_back_to_the_network():
 
 
 def test_the_engine_follows_weight_changes():
-    from livestems.model.registry import load_separator
-    from livestems.stream.offline import batched_engine, separate_array
+    from livestems.model.nets.registry import load_separator
+    from livestems.stream.apps.offline import batched_engine, separate_array
 
     sep = load_separator("rt-tiny")
     x = _signal(sep.module, 40)
@@ -117,7 +117,7 @@ def test_the_engine_follows_weight_changes():
 
 
 def test_kernel_gelu_and_sigmoid_match_the_exact_functions():
-    from livestems.model.hybrid import batched_kernels as K
+    from livestems.model.nets.hybrid import batched_kernels as K
 
     v = np.linspace(-30.0, 30.0, 200_001)
     g = v.astype(np.float32)
@@ -133,7 +133,7 @@ def test_kernel_gelu_and_sigmoid_match_the_exact_functions():
 def test_batched_equals_stream_with_the_mask_refiner():
     """rt-small's compressed spectrum input and per-bin mask refiner (its last layer starts at
     zero: random weights here, so that it changes the masks)."""
-    from livestems.model.registry import load_separator
+    from livestems.model.nets.registry import load_separator
 
     net = load_separator("rt-small").module
     assert net.spec_power != 1.0 and net.refiner is not None
