@@ -268,9 +268,11 @@ def iter_local(todo: list[Task], options: Options, workers: int) -> Iterator[Out
             for fut in done:
                 task = running.pop(fut)
                 try:
-                    yield fut.result()
+                    out = fut.result()
                 except BrokenProcessPool:
                     broken.append(task)
+                    continue
+                yield _retry_outcome(out) if task in strikes else out
             if broken:
                 broken += list(running.values())  # the pool is gone: all in flight failed
                 running.clear()
@@ -289,6 +291,19 @@ def iter_local(todo: list[Task], options: Options, workers: int) -> Iterator[Out
         _stop_pool(pool)  # files in flight abandoned, their temporary folders removed
         raise
     pool.shutdown(wait=True)
+
+
+def _retry_outcome(out: Outcome) -> Outcome:
+    """The outcome of a retried file. A worker can die after writing its file completely but
+    before reporting it: the retry then finds the output complete. This run wrote it, so it
+    counts as done (with a note), not as 'skipped (already complete)'."""
+    if out.status != "skipped":
+        return out
+    out.status = "done"
+    out.audio_s = out.audio_s or (_duration_s(out.input) or 0.0)
+    out.notes.append("its worker died after writing it; the retry found the output complete "
+                     "and kept it")
+    return out
 
 
 def _stop_pool(pool, grace_s: float = 10.0) -> None:
@@ -499,6 +514,11 @@ def _report(out: Outcome, bar: _Bar, quiet: bool, stdout, stderr) -> None:
     for note in out.notes:
         bar.write(f"note: {out.input}: {note}", stderr)
     tm = out.timing
+    if out.status == "skipped" or not tm.get("compute_s"):
+        # not separated in this call: complete already (another run wrote it meanwhile, or
+        # a worker that died had written it before it could report)
+        bar.write(f"{out.input} -> {out.folder} (output complete, not redone)", stdout)
+        return
     speed = out.audio_s / tm["compute_s"] if tm.get("compute_s") else 0.0
     bar.write(f"{out.input} -> {out.folder} ({out.audio_s:.1f} s at {out.sample_rate} Hz; "
               f"compute {tm.get('compute_s', 0):.2f} s = {speed:.0f}x real time, decode "

@@ -287,3 +287,38 @@ def test_a_worker_killed_mid_file_fails_nothing_its_file_is_retried(tmp_path):
     _check_no_partial_output(lib, out, paths)
     assert len(_visible_outputs(out)) == len(paths)
     assert not _partials(out)
+
+
+def test_a_file_its_dead_worker_wrote_before_reporting_counts_as_done_not_skipped(tmp_path):
+    """The race the kill test above can hit: a worker writes its file completely, then dies
+    before it reports. The retry finds the output complete; the run wrote it, so the summary
+    counts it done (with a note), and no line claims '0 Hz' or '0 file(s)'."""
+    import io
+
+    from livestems.stream.apps import library as L
+
+    lib, out = tmp_path / "lib", tmp_path / "out"
+    paths = _library(lib, 2, 3.0, nested=False)
+    tasks, problems = L.collect_tasks([str(lib)], out)
+    assert not problems and len(tasks) == 2
+
+    def dies_after_writing_the_first(todo, options, workers):
+        for i, task in enumerate(todo):
+            first = L.process_task(task, options)
+            if i == 0:  # its report is lost with the worker; the retry runs the file again
+                assert first.status == "done"
+                yield L._retry_outcome(L.process_task(task, options))
+            else:
+                yield first
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    summary = L.run_library(tasks, L.Options(), backend=dies_after_writing_the_first,
+                            workers=1, stdout=stdout, stderr=stderr)
+    text = stdout.getvalue()
+    assert summary.exit_code == 0
+    assert "summary: 2 done, 0 skipped" in text, text
+    assert " at 0 Hz" not in text and "; 0 file(s)" not in text, text
+    assert "output complete, not redone" in text, text
+    assert "the retry found the output complete" in stderr.getvalue()
+    for p in paths:
+        _assert_complete(_target(lib, out, p), 3 * 44100)
