@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -12,6 +13,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 # and it reaches every subprocess and the plugins. Tests about the shipped default model use
 # the `shipped_default` fixture, which unsets it.
 os.environ["LIVESTEMS_MODEL"] = "center"
+
+# Several tests stop a live command with SIGINT, as Ctrl-C would. A shell without job control
+# (a CI script, `cmd &` in a non-interactive shell) starts background jobs with SIGINT
+# ignored, and an ignored signal stays ignored across exec: every subprocess would then ignore
+# the tests' Ctrl-C and run on. A handler (unlike SIG_IGN) is reset to the default on exec, so
+# restoring Python's own handler here gives the subprocesses a normal Ctrl-C however the
+# suite was started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real"
