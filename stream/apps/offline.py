@@ -105,7 +105,7 @@ def batched_engine(separator, frames: int = OFFLINE_CHUNK_HOPS):
 
 
 #: STFT frames per block when one file runs on several threads (:class:`BlockRunner`): each
-#: block recomputes ``warmup_frames`` (23 for ``rt-tiny``) frames before it, 9 % of 256, but
+#: block recomputes ``warmup_frames`` (17 for ``rt-tiny``) frames before it, 7 % of 256, but
 #: a smaller block stays in cache: on an idle 2-core machine 256 ran rt-tiny at 93-96x and
 #: rt-small at 49x against 88x and 47x for 512, 81-84x for 128 and 384 (docs/SCALE.md)
 BLOCK_FRAMES = 256

@@ -261,10 +261,14 @@ def _params(sep) -> int:
     return int(sum(p.numel() for p in sep.module.parameters())) if hasattr(sep, "module") else 0
 
 
-def _bench_library(name: str, wav, folder, files: int, say) -> dict:
-    """``files`` copies of ``wav`` through :func:`~livestems.stream.apps.library.run_library`, one worker process
-    (one torch thread) per file: wall time from start to summary (spawning, model loads,
-    decode, compute, write) and the compute the workers report."""
+def _bench_library(name: str, wav, folder, workers: int, say, per_worker: int = 4) -> dict:
+    """``per_worker x workers`` copies of ``wav`` through
+    :func:`~livestems.stream.apps.library.run_library` on ``workers`` worker processes (one
+    torch thread each): wall time from start to summary (spawning, model loads, decode,
+    compute, write) and the compute the workers report. Several files per worker, as in a
+    library: with one short file each, the workers' staggered starts (each loads its model
+    while the other computes) weighed as much as the compute."""
+    files = int(per_worker) * int(workers)
     import io
     import shutil
     from pathlib import Path
@@ -275,12 +279,12 @@ def _bench_library(name: str, wav, folder, files: int, say) -> dict:
     lib.mkdir()
     for i in range(files):
         shutil.copyfile(wav, lib / f"song{i}.wav")
-    say(f"library of {files} files, {files} workers, --model {name} ...")
+    say(f"library of {files} files, {workers} workers, --model {name} ...")
     tasks, _ = collect_tasks([str(lib)], Path(folder) / f"libout-{name}")
     threads = _threads()
     t0 = time.perf_counter()
     try:
-        summary = run_library(tasks, Options(model=name, threads=1), workers=files, quiet=True,
+        summary = run_library(tasks, Options(model=name, threads=1), workers=workers, quiet=True,
                               stdout=io.StringIO(), stderr=io.StringIO())
     finally:
         wall = time.perf_counter() - t0
@@ -295,9 +299,14 @@ def _bench_library(name: str, wav, folder, files: int, say) -> dict:
     spans = [o.timing["compute_span"] for o in done]
     # from the first compute start to the last compute end, across the workers
     compute_wall = max(b for _, b in spans) - min(a for a, _ in spans)
-    return {"files": files, "workers": files, "audio_s": audio, "wall_s": wall,
-            "wall_x": audio / wall, "compute_s": [o.timing["compute_s"] for o in done],
-            "compute_wall_s": compute_wall, "compute_x": audio / compute_wall,
+    compute = [o.timing["compute_s"] for o in done]
+    # each file's compute phase, timed in its worker while the other workers run: the
+    # library's compute throughput is the audio over the compute seconds per worker (the
+    # span below also holds every decode and write between a worker's files)
+    return {"files": files, "workers": workers, "audio_s": audio, "wall_s": wall,
+            "wall_x": audio / wall, "compute_s": compute,
+            "compute_x": audio / (sum(compute) / workers),
+            "compute_wall_s": compute_wall, "span_x": audio / compute_wall,
             "load_s": [o.load_s for o in done], "threads_per_worker": 1}
 
 
@@ -350,10 +359,10 @@ def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs",
     Per model, on one ``seconds``-long file in this process on one torch thread (as
     `separate` runs a file by default): model load, decode, compute and write timed apart; ``throughput`` is seconds /
     ``wall_s`` (decode + compute + write, model loaded); ``compute_x`` the network alone.
-    With ``library``, also ``cores`` copies of the file through the library runner with one
-    worker process per core (``library``: its wall time with spawning, loads and I/O, and its
-    compute throughput: the audio over the span from the first worker's compute start to the
-    last one's end). Where the model has the batched engine, ``engines`` compares it in this
+    With ``library``, also four copies of the file per core through the library runner with
+    one worker process per core (``library``: its wall time with spawning, loads and I/O, and its
+    compute throughput: the audio over the workers' compute seconds per worker; ``span_x`` over
+    the span from the first compute start to the last compute end). Where the model has the batched engine, ``engines`` compares it in this
     run with the network's own torch path (the previous offline path), both on one thread,
     and times it on one file with 2 threads (:func:`_bench_engines`). The peers run their own
     offline separation on the same audio in memory, on the same torch threads. Returns

@@ -90,10 +90,11 @@ def _offline_lines(offline: dict, plot: str) -> list[str]:
         "with carried state through the batched engine, equal to the streaming result:",
         "tests/stream/apps/test_offline.py), one torch thread per file, model load (with the",
         "engine's numba kernels), decode, compute and write timed apart; *2 threads* the same file's",
-        "compute on two threads of the engine (blocks in parallel); then one copy of the",
-        "file per core through the library runner (one worker process each): *N files",
-        "compute x* is the audio over the span from the first worker's compute start to the",
-        "last one's end, *wall x* the whole run (spawning, model loads, decode, write).",
+        "compute on two threads of the engine (blocks in parallel); then four copies of the",
+        "file per core through the library runner (one worker process per core; *files on",
+        "workers*): *N files compute x* is the audio over the workers' compute seconds per",
+        "worker (each file's compute timed in its worker while the others run), *wall x* the",
+        "whole run (spawning, model loads, decode, write).",
         "*torch path* is the previous offline path (the network's own `stream` over the",
         "same chunks) measured in the same run on one thread, in memory, interleaved with",
         "the engine (below the table: both, and their CPU time). x = audio seconds per wall",
@@ -110,7 +111,8 @@ def _offline_lines(offline: dict, plot: str) -> list[str]:
     for r in offline["rows"]:
         ratio = f"{r['throughput'] / hd['throughput']:.1f}x" if hd else "-"
         lib = r.get("library")
-        libs = (f"{lib['files']}: {lib['compute_x']:.1f} | {lib['wall_x']:.1f}" if lib
+        libs = (f"{lib['files']} on {lib['workers']}: {lib['compute_x']:.1f} | "
+                f"{lib['wall_x']:.1f}" if lib
                 else "- | -")
         eng = r.get("engines")
         two = f"{eng['batched_2_threads']['x']:.1f}" if eng else "-"

@@ -774,33 +774,61 @@ _UP_DFS = np.zeros(2, np.int64)
 
 def warmup_frames(net: CausalHybridNet) -> int:
     """STFT frames after which a zero-state start of the network's non-recurrent part gives
-    exactly the carried-state result: every carried context outside the recurrent bottleneck
-    (STFT, conv, delay and overlap-add state), in samples at its layer's rate, summed (the
-    longest chain of them cannot be longer), in frames, plus two."""
+    exactly the carried-state result.
+
+    The memory of each activation (how far back, in input samples, its newest value reaches)
+    is followed through the network as a longest path: a layer that carries ``c`` steps of
+    context at ``r`` samples per step adds ``c * r`` to its input's memory, and where two
+    paths meet (a skip added to a decoder's input, the waveform branch injected into the
+    spectrogram branch, the two branches summed at the output) the longer one counts. The
+    recurrent bottleneck ends a path: its state and its output for the warm-up frames are
+    handed over from the block before, so only its input on the block's own frames must be
+    exact. The result, in frames, rounded up, plus one for the frame grid's alignment. (It
+    was the sum of every layer's context before: 23 frames for ``rt-tiny`` where 13 do;
+    tests/model/nets/test_batched.py measures where the result becomes exact.)"""
     hop = net.stft_hop
-    total = (net.n_fft - hop) + (net.synthesis_support - hop)  # STFT context, iSTFT overlap
-    total += net.time_out_delay.frames + (net.mix_delay.frames if net.mix_delay else 0)
-    total += hop * (net.mask_delay.frames if net.mask_delay is not None else 0)
-    rate = 1  # samples per step at the waveform layer's input
-    rates = []
+    # waveform branch: memory of each time encoder's output, and the sample rate of its steps
+    m_t, rate = 0, 1
+    mem_t, rates = [], []
     for tenc in net.time_encoder:
-        total += tenc.conv.context * rate
+        m_t += tenc.conv.context * rate
         rate *= tenc.conv.conv.stride[0]
-        rates.append(rate)
         if getattr(tenc, "residual", None) is not None:
-            total += sum(c.context for c in tenc.residual.convs_in) * rate
-    for i, tdec in enumerate(net.time_decoder):
-        r = rates[len(rates) - 1 - i]  # this decoder's input rate: its mirror's output
-        total += r  # the transposed conv's carried frame
-        if not tdec.bare:
-            total += tdec.rewrite.context * r
-        total += net.time_skip_delay[i].frames * r
-    for enc in net.freq_encoder:
+            m_t += sum(c.context for c in tenc.residual.convs_in) * rate
+        mem_t.append(m_t)
+        rates.append(rate)
+    # spectrogram branch: the STFT frame's own context, then each encoder (the bare waveform
+    # layer's output is injected where the branches merge)
+    m_f = net.n_fft - hop
+    mem_f = []
+    for k, (enc, tenc) in enumerate(zip(net.freq_encoder, net.time_encoder)):
+        if tenc.bare:
+            m_f = max(m_f, mem_t[k])
         if enc.residual is not None:
-            total += sum(c.context for c in enc.residual.convs_in) * hop
-    for i, dec in enumerate(net.freq_decoder):
-        total += (dec.rewrite.context + net.freq_skip_delay[i].frames) * hop
-    return -(-total // hop) + 2
+            m_f += sum(c.context for c in enc.residual.convs_in) * hop
+        mem_f.append(m_f)
+    # decoders: the bottleneck's output needs only its input on the block's frames
+    n_dec = len(net.freq_decoder)
+    m_y, m_w = m_f, None
+    for i, (dec, tdec) in enumerate(zip(net.freq_decoder, net.time_decoder)):
+        skip = mem_f[n_dec - 1 - i] + net.freq_skip_delay[i].frames * hop
+        m_y = max(m_y, skip) + dec.rewrite.context * hop
+        r = rates[n_dec - 1 - i]  # this decoder's input rate: its mirror's output
+        if tdec.bare:
+            m_w = m_y + r  # the split from the merged branch; the transposed conv's frame
+        else:
+            skip_t = mem_t[n_dec - 1 - i] + net.time_skip_delay[i].frames * r
+            m_w = max(m_w, skip_t) + tdec.rewrite.context * r + r
+    # the output: inverse STFT overlap (with the mask's mixture spectrum), waveform branch,
+    # mixture projection
+    m_spec = m_y
+    if net.mask_delay is not None:
+        m_spec = max(m_spec, net.n_fft - hop + net.mask_delay.frames * hop)
+    total = m_spec + net.synthesis_support - hop
+    total = max(total, m_w + net.time_out_delay.frames)
+    if net.mix_delay is not None:
+        total = max(total, net.mix_delay.frames)
+    return -(-total // hop) + 1
 
 
 class BlockRunner:

@@ -88,6 +88,11 @@ def test_offline_throughput_table_has_ours_and_a_peer():
     assert rows["umx"]["params"] > 10_000_000  # UMX-HQ size: four 512-unit LSTM nets
     for r in rows.values():
         assert r["throughput"] == pytest.approx(2.0 / r["wall_s"])
+    lib = rows["center"].get("library")
+    if (os.cpu_count() or 1) > 1:  # a library: several files per worker, one worker per core
+        assert lib["workers"] == os.cpu_count() and lib["files"] == 4 * lib["workers"]
+        assert lib["audio_s"] == pytest.approx(2.0 * lib["files"], rel=1e-3)
+        assert lib["compute_x"] > 0 and lib["wall_x"] > 0
 
 
 def test_unknown_peer_is_refused():
