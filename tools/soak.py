@@ -1,0 +1,287 @@
+"""A live soak measured against a baseline in the same run (issue 16, docs/LIVE.md).
+
+    .venv/bin/python tools/soak.py [--minutes 10] [--rate 48000] [--period 128] [--shim]
+                                   [--json OUT]
+
+One JACK server (dummy driver, ``--no-realtime``, as the tests use), then phases of equal
+length on it:
+
+1. **baseline**: a native audio source (``jack_metro``, a click every beat) feeding a native
+   do-nothing client (``jack_thru``, input copied to output); nothing of ours.
+2. **livestems jack**: the same two, plus ``livestems jack`` with its defaults (model, safety
+   margin chosen at start-up, low-delay resampler at 48 kHz), its inputs fed by the metronome.
+3. with ``--native``: ``livestems jack --native`` (its process callback in C, never waiting
+   for Python), the same defaults.
+4. with ``--shim``: the same with the C++ shim ``bridge/build/livestems-jack`` instead
+   (``make -C bridge`` first), given the safety margin phase 2 chose and ``--quality LD``
+   (the shim has no start-up choice of its own).
+
+Xruns are counted by a client of this script that registers only an xrun callback (it has no
+process callback, so it adds nothing to the cycle). For our phases it also reads the app's own
+statistics (deadline misses, the process callback's xruns, skipped cycles) and samples the
+process's resident memory every second: the growth is the fitted slope over the run after a
+30 s warm-up, times the run's length. Prints one line per phase and a verdict per phase: no
+more xruns than the baseline, 0 deadline misses, RSS growth < 1 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHIM = REPO / "bridge" / "build" / "livestems-jack"
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def _wait_ports(server: str, ports: list[str], proc=None, timeout: float = 60.0) -> None:
+    env = dict(os.environ, JACK_DEFAULT_SERVER=server)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True).stdout
+        have = set(out.split("\n"))
+        if all(p in have for p in ports):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited ({proc.returncode}) before its ports "
+                               f"appeared: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.2)
+    raise TimeoutError(f"ports {ports} did not appear on {server} within {timeout:g} s")
+
+
+def _connect(server: str, src: str, dst: str, timeout: float = 60.0) -> None:
+    """Connect, retrying while the client registers its ports but is not active yet."""
+    env = dict(os.environ, JACK_DEFAULT_SERVER=server)
+    deadline = time.monotonic() + timeout
+    while True:
+        r = subprocess.run(["jack_connect", src, dst], env=env, capture_output=True, text=True)
+        if r.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"jack_connect {src} {dst} failed: {r.stdout}{r.stderr}")
+        time.sleep(0.3)
+
+
+class XrunCounter:
+    """A JACK client with an xrun callback only (no process callback)."""
+
+    def __init__(self, server: str):
+        import jack
+
+        self.count = 0
+        self.client = jack.Client("lssoak-xruns", servername=server, no_start_server=True)
+        self.client.set_xrun_callback(self._xrun)
+        self.client.activate()
+
+    def _xrun(self, delay):
+        self.count += 1
+
+    def close(self):
+        self.client.deactivate()
+        self.client.close()
+
+
+def _phase(name, server, seconds, counter, start=None, stop=None, stats=None):
+    """Run ``seconds``; returns the phase's figures."""
+    proc = start() if start else None
+    rss = []
+    try:
+        x0 = counter.count
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            time.sleep(1.0)
+            if proc is not None:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name}: the process exited early ({proc.returncode})")
+                rss.append((time.monotonic() - t0, _rss_mb(proc.pid)))
+        xruns = counter.count - x0
+    finally:
+        out = stop(proc) if proc is not None else ""
+    res = {"phase": name, "seconds": seconds, "xruns": xruns}
+    if stats is not None:
+        st = json.loads(Path(stats).read_text())
+        res.update({k: st.get(k) for k in ("deadline_misses", "xruns", "frame_gaps",
+                                            "latency_samples", "hops_processed")})
+        res["missed_frames"] = st.get("missed_frames", st.get("missed_samples"))
+        res["app_xruns"] = res.pop("xruns")
+        res["xruns"] = xruns
+    if rss:
+        import numpy as np
+
+        t, m = np.array(rss).T
+        keep = t >= min(30.0, seconds / 4)
+        slope = float(np.polyfit(t[keep], m[keep], 1)[0])  # MB per second
+        res.update({"rss_start_mb": float(m[keep][0]), "rss_end_mb": float(m[-1]),
+                    "rss_growth_mb": slope * seconds})
+    if out:
+        res["output"] = out[-2000:]
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=10.0, help="length of each phase")
+    ap.add_argument("--rate", type=int, default=48000)
+    ap.add_argument("--period", type=int, default=128)
+    ap.add_argument("--native", action="store_true",
+                    help="also soak `livestems jack --native` (the GIL-free process callback; "
+                         "`make -C bridge` first)")
+    ap.add_argument("--shim", action="store_true", help="also soak the C++ shim")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args(argv)
+    for tool in ("jackd", "jack_metro", "jack_thru", "jack_lsp", "jack_connect"):
+        if shutil.which(tool) is None:
+            ap.error(f"{tool} not found: install Debian's jackd2 (make deps)")
+    if args.shim and not SHIM.exists():
+        ap.error(f"{SHIM.relative_to(REPO)} not found: build it with `make -C bridge`")
+    seconds = args.minutes * 60.0
+    server = f"lssoak{os.getpid()}"
+    env = dict(os.environ, JACK_DEFAULT_SERVER=server)
+    tmp = Path(tempfile.mkdtemp(prefix="lssoak"))
+    procs = []
+
+    def spawn(cmd, **kw):
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, **kw)
+        procs.append(p)
+        return p
+
+    results = []
+    counter = None
+    try:
+        spawn(["jackd", "--no-realtime", "-n", server, "-d", "dummy", "-r", str(args.rate),
+               "-p", str(args.period)])
+        time.sleep(1.0)
+        metro = spawn(["jack_metro", "-n", "lsmetro", "-b", "120", "-f", "660", "-D", "60",
+                       "-A", "0.5"])
+        thru = spawn(["jack_thru"])
+        _wait_ports(server, ["lsmetro:120_bpm"], metro)
+        thru_in = _thru_ports(server, thru)
+        _connect(server, "lsmetro:120_bpm", thru_in)
+        counter = XrunCounter(server)
+        print(f"server {server}: {args.rate} Hz, {args.period}-frame periods, "
+              f"{args.minutes:g} min per phase", flush=True)
+
+        results.append(_phase("baseline (metronome + do-nothing client)", server, seconds,
+                              counter))
+        print(_line(results[-1]), flush=True)
+
+        stats = tmp / "app.json"
+
+        def start_app(*extra):
+            def start():
+                p = spawn([sys.executable, "-m", "livestems.stream", "jack", "--name", "lsapp",
+                           "--server", server, "--stats", str(stats), *extra])
+                _wait_ports(server, ["lsapp:in_L", "lsapp:in_R", "lsapp:karaoke_L"], p)
+                _connect(server, "lsmetro:120_bpm", "lsapp:in_L")
+                _connect(server, "lsmetro:120_bpm", "lsapp:in_R")
+                return p
+            return start
+
+        def stop(p):
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=60)
+            procs.remove(p)
+            return out + err
+
+        results.append(_phase("livestems jack (defaults)", server, seconds, counter,
+                              start_app(), stop, stats))
+        print(_line(results[-1]), flush=True)
+        margin = _margin(results[-1].get("output", ""))
+
+        if args.native:
+            results.append(_phase("livestems jack --native", server, seconds, counter,
+                                  start_app("--native"), stop, stats))
+            print(_line(results[-1]), flush=True)
+
+        if args.shim:
+            sstats = tmp / "shim.json"
+
+            def start_shim():
+                p = spawn([str(SHIM), "--name", "lsshim", "--server", server, "--quality", "LD",
+                           "--safety-ms", str(margin), "--stats", str(sstats)])
+                _wait_ports(server, ["lsshim:in_L", "lsshim:in_R"], p)
+                _connect(server, "lsmetro:120_bpm", "lsshim:in_L")
+                _connect(server, "lsmetro:120_bpm", "lsshim:in_R")
+                return p
+
+            results.append(_phase(f"C++ shim (--quality LD --safety-ms {margin})", server,
+                                  seconds, counter, start_shim, stop, sstats))
+            print(_line(results[-1]), flush=True)
+    finally:
+        if counter is not None:
+            counter.close()
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = results[0]["xruns"]
+    ok = True
+    for r in results[1:]:
+        good = (r["xruns"] <= base and r.get("deadline_misses") == 0
+                and r.get("rss_growth_mb", 0.0) < 1.0)
+        ok &= good
+        print(f"{r['phase']}: {'PASS' if good else 'FAIL'} (xruns {r['xruns']} vs baseline "
+              f"{base}, deadline misses {r.get('deadline_misses')}, RSS growth "
+              f"{r.get('rss_growth_mb', float('nan')):+.2f} MB)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rate": args.rate, "period": args.period,
+                                               "minutes": args.minutes, "phases": results},
+                                              indent=1))
+    return 0 if ok else 1
+
+
+def _thru_ports(server: str, proc) -> str:
+    """jack_thru's input port (its client name carries a number on some versions)."""
+    env = dict(os.environ, JACK_DEFAULT_SERVER=server)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out = subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True).stdout
+        ins = [p for p in out.split("\n") if p.startswith("jack_thru:input")]
+        if ins:
+            return ins[0]
+        if proc.poll() is not None:
+            raise RuntimeError(f"jack_thru exited: {proc.stderr.read()}")
+        time.sleep(0.2)
+    raise TimeoutError("jack_thru's ports did not appear")
+
+
+def _margin(output: str) -> int:
+    m = re.search(r"safety margin: (\d+) ms", output)
+    return int(m.group(1)) if m else 0
+
+
+def _line(r: dict) -> str:
+    parts = [f"{r['phase']}: {r['seconds'] / 60:g} min, xruns {r['xruns']}"]
+    if "deadline_misses" in r:
+        parts.append(f"deadline misses {r['deadline_misses']} ({r['missed_frames']} frames), "
+                     f"app-seen xruns {r['app_xruns']}, skipped cycles {r['frame_gaps']}, "
+                     f"latency {r['latency_samples']} samples, hops {r['hops_processed']}")
+    if "rss_growth_mb" in r:
+        parts.append(f"RSS {r['rss_start_mb']:.1f} -> {r['rss_end_mb']:.1f} MB "
+                     f"(fitted growth {r['rss_growth_mb']:+.2f} MB)")
+    return "; ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
