@@ -196,7 +196,7 @@ def main(argv=None) -> int:
             return start
 
         def stop(p):
-            p.send_signal(signal.SIGINT)
+            p.send_signal(signal.SIGTERM)  # as a service manager would (SIGINT may be ignored)
             out, err = p.communicate(timeout=60)
             procs.remove(p)
             return out + err
