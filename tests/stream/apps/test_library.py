@@ -55,9 +55,16 @@ def _assert_complete(folder: Path, frames: int, ext: str = "wav") -> None:
 
 
 def _visible_outputs(out: Path, ext: str = "wav") -> list[Path]:
-    """Every track folder a user would see (no hidden temporary ones)."""
-    return sorted({p.parent for p in out.rglob(f"*.{ext}")
-                   if not any(part.startswith(".") for part in p.relative_to(out).parts)})
+    """Every track folder a user would see (no hidden temporary ones). Read while a run
+    writes: the hidden temporaries are not entered (one may be renamed or removed while it is
+    scanned, which made ``rglob`` raise FileNotFoundError), and a folder that vanishes
+    mid-walk is skipped (``os.walk`` ignores such errors)."""
+    found = set()
+    for root, dirs, files in os.walk(out):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if any(f.endswith(f".{ext}") and not f.startswith(".") for f in files):
+            found.add(Path(root))
+    return sorted(found)
 
 
 def test_library_of_20_with_a_corrupt_file_and_one_done_resumes_and_reruns_idle(tmp_path):
@@ -115,7 +122,12 @@ def _wait_for(pred, timeout_s, poll_s=0.002):
 
 
 def _partials(out: Path) -> list[Path]:
-    return [p for p in out.rglob("*.partial")] if out.exists() else []
+    """The temporary folders of files in flight (read while a run writes: see above)."""
+    found = []
+    for root, dirs, _ in os.walk(out):
+        found += [Path(root) / d for d in dirs if d.endswith(".partial")]
+        dirs[:] = [d for d in dirs if not d.endswith(".partial")]
+    return found
 
 
 def _start(lib, out, *extra):
