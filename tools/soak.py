@@ -51,19 +51,32 @@ def _rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def _wait_ports(server: str, ports: list[str], proc=None, timeout: float = 60.0) -> None:
+def _jack_tool(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
+    """A JACK command-line tool, with an error instead of a hang when the server is wedged."""
+    try:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{cmd[0]} did not answer in 20 s: a JACK server killed with -9 can "
+                           "leave its shared memory behind (stop every jackd, remove "
+                           "/dev/shm/jack*, retry)") from None
+
+
+def _wait_ports(server: str, want, proc, what: str, timeout: float = 60.0) -> list[str]:
+    """The server's ports that ``want`` (a list of names, or a predicate on a name) selects,
+    once there are any (all of them, for a list); an error if ``proc`` exits first."""
     env = dict(os.environ, JACK_DEFAULT_SERVER=server)
+    pick = (lambda p: p in want) if isinstance(want, list) else want
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True).stdout
-        have = set(out.split("\n"))
-        if all(p in have for p in ports):
-            return
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited ({proc.returncode}) before its ports "
+        out = _jack_tool(["jack_lsp"], env).stdout
+        found = [p for p in out.split("\n") if p and pick(p)]
+        if found and (not isinstance(want, list) or len(found) == len(want)):
+            return found
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}) before its ports "
                                f"appeared: {proc.stderr.read() if proc.stderr else ''}")
         time.sleep(0.2)
-    raise TimeoutError(f"ports {ports} did not appear on {server} within {timeout:g} s")
+    raise TimeoutError(f"{what}'s ports did not appear on {server} within {timeout:g} s")
 
 
 def _connect(server: str, src: str, dst: str, timeout: float = 60.0) -> None:
@@ -71,7 +84,7 @@ def _connect(server: str, src: str, dst: str, timeout: float = 60.0) -> None:
     env = dict(os.environ, JACK_DEFAULT_SERVER=server)
     deadline = time.monotonic() + timeout
     while True:
-        r = subprocess.run(["jack_connect", src, dst], env=env, capture_output=True, text=True)
+        r = _jack_tool(["jack_connect", src, dst], env)
         if r.returncode == 0:
             return
         if time.monotonic() > deadline:
@@ -98,7 +111,7 @@ class XrunCounter:
         self.client.close()
 
 
-def _phase(name, server, seconds, counter, start=None, stop=None, stats=None):
+def _phase(name, seconds, counter, start=None, stop=None, stats=None):
     """Run ``seconds``; returns the phase's figures."""
     proc = start() if start else None
     rss = []
@@ -172,14 +185,16 @@ def main(argv=None) -> int:
         metro = spawn(["jack_metro", "-n", "lsmetro", "-b", "120", "-f", "660", "-D", "60",
                        "-A", "0.5"])
         thru = spawn(["jack_thru"])
-        _wait_ports(server, ["lsmetro:120_bpm"], metro)
-        thru_in = _thru_ports(server, thru)
+        _wait_ports(server, ["lsmetro:120_bpm"], metro, "jack_metro")
+        # jack_thru names its client itself (jack_thru:input_1 here)
+        thru_in = _wait_ports(server, lambda p: p.startswith("jack_thru:input"), thru,
+                              "jack_thru")[0]
         _connect(server, "lsmetro:120_bpm", thru_in)
         counter = XrunCounter(server)
         print(f"server {server}: {args.rate} Hz, {args.period}-frame periods, "
               f"{args.minutes:g} min per phase", flush=True)
 
-        results.append(_phase("baseline (metronome + do-nothing client)", server, seconds,
+        results.append(_phase("baseline (metronome + do-nothing client)", seconds,
                               counter))
         print(_line(results[-1]), flush=True)
 
@@ -189,7 +204,8 @@ def main(argv=None) -> int:
             def start():
                 p = spawn([sys.executable, "-m", "livestems.stream", "jack", "--name", "lsapp",
                            "--server", server, "--stats", str(stats), *extra])
-                _wait_ports(server, ["lsapp:in_L", "lsapp:in_R", "lsapp:karaoke_L"], p)
+                _wait_ports(server, ["lsapp:in_L", "lsapp:in_R", "lsapp:karaoke_L"], p,
+                            "livestems jack")
                 _connect(server, "lsmetro:120_bpm", "lsapp:in_L")
                 _connect(server, "lsmetro:120_bpm", "lsapp:in_R")
                 return p
@@ -201,13 +217,13 @@ def main(argv=None) -> int:
             procs.remove(p)
             return out + err
 
-        results.append(_phase("livestems jack (defaults)", server, seconds, counter,
+        results.append(_phase("livestems jack (defaults)", seconds, counter,
                               start_app(), stop, stats))
         print(_line(results[-1]), flush=True)
         margin = _margin(results[-1].get("output", ""))
 
         if args.native:
-            results.append(_phase("livestems jack --native", server, seconds, counter,
+            results.append(_phase("livestems jack --native", seconds, counter,
                                   start_app("--native"), stop, stats))
             print(_line(results[-1]), flush=True)
 
@@ -217,12 +233,12 @@ def main(argv=None) -> int:
             def start_shim():
                 p = spawn([str(SHIM), "--name", "lsshim", "--server", server, "--quality", "LD",
                            "--safety-ms", str(margin), "--stats", str(sstats)])
-                _wait_ports(server, ["lsshim:in_L", "lsshim:in_R"], p)
+                _wait_ports(server, ["lsshim:in_L", "lsshim:in_R"], p, "the C++ shim")
                 _connect(server, "lsmetro:120_bpm", "lsshim:in_L")
                 _connect(server, "lsmetro:120_bpm", "lsshim:in_R")
                 return p
 
-            results.append(_phase(f"C++ shim (--quality LD --safety-ms {margin})", server,
+            results.append(_phase(f"C++ shim (--quality LD --safety-ms {margin})",
                                   seconds, counter, start_shim, stop, sstats))
             print(_line(results[-1]), flush=True)
     finally:
@@ -249,21 +265,6 @@ def main(argv=None) -> int:
                                                "minutes": args.minutes, "phases": results},
                                               indent=1))
     return 0 if ok else 1
-
-
-def _thru_ports(server: str, proc) -> str:
-    """jack_thru's input port (its client name carries a number on some versions)."""
-    env = dict(os.environ, JACK_DEFAULT_SERVER=server)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        out = subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True).stdout
-        ins = [p for p in out.split("\n") if p.startswith("jack_thru:input")]
-        if ins:
-            return ins[0]
-        if proc.poll() is not None:
-            raise RuntimeError(f"jack_thru exited: {proc.stderr.read()}")
-        time.sleep(0.2)
-    raise TimeoutError("jack_thru's ports did not appear")
 
 
 def _margin(output: str) -> int:

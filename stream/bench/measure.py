@@ -268,10 +268,11 @@ def _bench_library(name: str, wav, folder, workers: int, say, per_worker: int = 
     compute, write) and the compute the workers report. Several files per worker, as in a
     library: with one short file each, the workers' staggered starts (each loads its model
     while the other computes) weighed as much as the compute."""
-    files = int(per_worker) * int(workers)
     import io
     import shutil
     from pathlib import Path
+
+    files = int(per_worker) * int(workers)
 
     from livestems.stream.apps.library import Options, collect_tasks, run_library
 
@@ -360,10 +361,10 @@ def bench_offline(models: list[str], *, seconds: float = 60.0, peers=("hdemucs",
     `separate` runs a file by default): model load, decode, compute and write timed apart; ``throughput`` is seconds /
     ``wall_s`` (decode + compute + write, model loaded); ``compute_x`` the network alone.
     With ``library``, also four copies of the file per core through the library runner with
-    one worker process per core (``library``: its wall time with spawning, loads and I/O, and its
-    compute throughput: the audio over the workers' compute seconds per worker; ``span_x`` over
-    the span from the first compute start to the last compute end). Where the model has the batched engine, ``engines`` compares it in this
-    run with the network's own torch path (the previous offline path), both on one thread,
+    one worker process per core (``library``: its wall time with spawning, loads and I/O, and
+    its compute throughput: the audio over the workers' compute seconds per worker;
+    ``span_x`` over the span from the first compute start to the last compute end). Where
+    the model has the batched engine, ``engines`` compares it in this run with the network's own torch path (the previous offline path), both on one thread,
     and times it on one file with 2 threads (:func:`_bench_engines`). The peers run their own
     offline separation on the same audio in memory, on the same torch threads. Returns
     ``{"seconds", "threads", "rows",

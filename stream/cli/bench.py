@@ -157,9 +157,8 @@ def offline_table(res: dict) -> str:
     for r in res["rows"]:
         ratio = f"{r['throughput'] / base['throughput']:.1f}x" if base else "-"
         lib = r.get("library")
-        libs = (f"{lib['files']:>2d} on {lib['workers']}: {lib['compute_x']:10.1f} {lib['wall_x']:7.1f}"
-                if lib
-                else f"{'-':>18s} {'-':>7s}")
+        libs = (f"{lib['files']:>2d} on {lib['workers']}: {lib['compute_x']:10.1f} "
+                f"{lib['wall_x']:7.1f}" if lib else f"{'-':>18s} {'-':>7s}")
         eng = r.get("engines")
         two = f"{eng['batched_2_threads']['x']:11.1f}" if eng else f"{'-':>11s}"
         old = f"{eng['torch']['x']:12.1f}" if eng else f"{'-':>12s}"

@@ -783,9 +783,9 @@ def warmup_frames(net: CausalHybridNet) -> int:
     spectrogram branch, the two branches summed at the output) the longer one counts. The
     recurrent bottleneck ends a path: its state and its output for the warm-up frames are
     handed over from the block before, so only its input on the block's own frames must be
-    exact. The result, in frames, rounded up, plus one for the frame grid's alignment. (It
-    was the sum of every layer's context before: 23 frames for ``rt-tiny`` where 13 do;
-    tests/model/nets/test_batched.py measures where the result becomes exact.)"""
+    exact. The result, in frames, rounded up, plus one for the frame grid's alignment: 17 for
+    ``rt-tiny``, 18 for ``rt-small`` (the sum of every layer's context, used before, gave 23
+    and 33). tests/model/nets/test_batched.py checks it is exact and that fewer are not."""
     hop = net.stft_hop
     # waveform branch: memory of each time encoder's output, and the sample rate of its steps
     m_t, rate = 0, 1
