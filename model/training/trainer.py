@@ -54,7 +54,7 @@ import torch
 from torch.nn import functional as F
 
 __all__ = ["MixtureSegments", "TrainConfig", "TrainError", "latest_checkpoint",
-           "list_checkpoints", "load_checkpoint", "load_teacher", "multires_stft_loss", "snr_loss",
+           "list_checkpoints", "load_checkpoint", "load_teacher", "multires_stft_loss",
            "save_checkpoint", "separation_loss", "train", "validate"]
 
 STATE_FORMAT = "livestems-train-state"
@@ -75,9 +75,7 @@ class TrainError(ValueError):
 # options that decide the trajectory: a resumed run must use the same values, or it would not
 # be the run its checkpoints belong to
 _FIXED = ("preset", "init", "teacher", "seed", "batch_size", "segment_seconds", "lr", "warmup_steps",
-          "schedule", "steps_for_schedule", "loss", "stft_loss", "clip_grad", "remix", "epoch_size")
-#: TrainConfig.loss: L1 on the waveforms (+ the STFT term), or the per-source SNR (snr_loss)
-LOSSES = ("l1", "snr")
+          "schedule", "steps_for_schedule", "stft_loss", "clip_grad", "remix", "epoch_size")
 
 
 @dataclass
@@ -88,7 +86,7 @@ class TrainConfig:
     replace the seeded initialisation: fine-tuning), ``teacher``, ``seed`` (weights init
     and data order), ``batch_size``, ``segment_seconds``, ``lr``, ``warmup_steps``,
     ``schedule`` ('constant' after warm-up, or 'cosine' down to 0 at ``steps``),
-    ``loss`` ('l1' on the waveforms, or 'snr': :func:`snr_loss`), ``stft_loss`` (weight of the multi-resolution STFT term; 0 = L1 only), ``clip_grad``
+    ``stft_loss`` (weight of the multi-resolution STFT term; 0 = L1 only), ``clip_grad``
     (max gradient norm; 0 = none), ``remix`` (Demucs remix probability), ``epoch_size``.
 
     Per invocation (may change on resume): ``steps`` (total target; with a cosine schedule it
@@ -109,7 +107,6 @@ class TrainConfig:
     lr: float = 3e-4
     warmup_steps: int = 0
     schedule: str = "constant"
-    loss: str = "l1"
     stft_loss: float = 0.0
     clip_grad: float = 5.0
     remix: float = 1.0
@@ -153,8 +150,6 @@ class TrainConfig:
             errs.append(f"--lr must be a positive number, got {self.lr}")
         if self.schedule not in ("constant", "cosine"):
             errs.append(f"--schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        if self.loss not in LOSSES:
-            errs.append(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.stft_loss < 0 or self.clip_grad < 0:
             errs.append("--stft-loss and --clip-grad must be >= 0, got "
                         f"{self.stft_loss} and {self.clip_grad}")
@@ -206,31 +201,6 @@ def multires_stft_loss(est: torch.Tensor, ref: torch.Tensor,
         mag = F.l1_loss(torch.log(s_est + 1e-5), torch.log(s_ref + 1e-5))
         total = total + sc + mag
     return total / len(sizes)
-
-
-def snr_loss(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor,
-             ceiling_db: float = 30.0, floor_db: float = -40.0) -> torch.Tensor:
-    """Negative signal-to-error ratio in dB, one term per item and source, mean over them.
-
-    ``est``, ``ref``: ``[B, S, C, T]``; ``mix``: ``[B, C, T]``. Per item and source, with
-    ``E = sum (est - ref)^2`` and ``R = sum ref^2`` over channels and samples::
-
-        10 log10(E + 10^(-ceiling/10) R + 10^(floor/10) M) - 10 log10(R + 10^(floor/10) M)
-
-    where ``M`` is the mixture's energy. It is the SDR the evaluation reports, per source,
-    so a quiet source (a voice under loud drums) counts as much as a loud one, where an L1
-    over all samples lets the loud ones set the gradient. The ceiling (30 dB) stops a
-    source that is already well separated from taking the gradient; the floor, relative to
-    the mixture, gives a silent reference (a song without bass) a finite term that is 0
-    when the stem is silent and grows with what leaks into it, so no source collapses."""
-    if est.shape != ref.shape or mix.shape != ref.shape[:1] + ref.shape[2:]:
-        raise ValueError(f"shapes differ: estimate {list(est.shape)}, target "
-                         f"{list(ref.shape)}, mixture {list(mix.shape)}")
-    err = (est - ref).square().sum(dim=(-1, -2))
-    energy = ref.square().sum(dim=(-1, -2))
-    floor = 10.0 ** (floor_db / 10.0) * mix.square().sum(dim=(-1, -2))[:, None] + 1e-12
-    ratio = (err + 10.0 ** (-ceiling_db / 10.0) * energy + floor) / (energy + floor)
-    return 10.0 * torch.log10(ratio).mean()
 
 
 def separation_loss(est: torch.Tensor, ref: torch.Tensor, stft_weight: float = 0.0
@@ -905,9 +875,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
         except (OSError, json.JSONDecodeError) as exc:
             raise TrainError(f"{run_file} is not readable JSON ({exc}). Fix: restore it, or "
                              "start a new run with another --out") from None
-        was = dict(first["fixed"])
-        was.setdefault("loss", "l1")  # runs from before the option existed
-        diff = [(k, was.get(k), v) for k, v in fixed.items() if was.get(k) != v]
+        diff = [(k, first["fixed"].get(k), v) for k, v in fixed.items()
+                if first["fixed"].get(k) != v]
         if diff:
             lines = [f"{k}: the run uses {a!r}, got {b!r}" for k, a, b in diff]
             raise TrainError(
@@ -1174,8 +1143,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
                 else:
                     mix, target = batch[0].to(device), batch[1].to(device)
                 est = net(mix)
-                loss = (snr_loss(est, target, mix) if cfg.loss == "snr"
-                        else separation_loss(est, target, cfg.stft_loss))
+                loss = separation_loss(est, target, cfg.stft_loss)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.clip_grad:

@@ -63,12 +63,6 @@ def add_parser(sub) -> None:
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
                    help="learning rate after warm-up: constant (default; a run can be "
                         "extended), or cosine decay to 0 at --steps")
-    p.add_argument("--loss", choices=("l1", "snr"), default="l1",
-                   help="l1: mean absolute error of the waveforms, as Hybrid Demucs (loud "
-                        "stems dominate it); snr: the error-to-signal ratio in dB per stem "
-                        "and segment, which the SDR reported by `livestems eval` rewards, "
-                        "so a quiet voice under loud drums counts as much as the drums "
-                        "(default l1; --stft-loss applies to l1 only)")
     p.add_argument("--stft-loss", type=float, default=0.0, metavar="W",
                    help="weight of a multi-resolution STFT loss added to the L1 waveform loss "
                         "(default 0: L1 only, as Hybrid Demucs)")
@@ -110,7 +104,7 @@ def run(args) -> int:
         data=args.data if len(args.data) > 1 else args.data[0], out=args.out, preset=args.preset, teacher=args.teacher, init=args.init,
         valid=args.valid, steps=args.steps, batch_size=args.batch_size,
         segment_seconds=args.segment_seconds, lr=args.lr, warmup_steps=args.warmup_steps,
-        schedule=args.schedule, loss=args.loss, stft_loss=args.stft_loss, clip_grad=args.clip_grad,
+        schedule=args.schedule, stft_loss=args.stft_loss, clip_grad=args.clip_grad,
         remix=args.remix, epoch_size=args.epoch_size, seed=args.seed,
         checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
         valid_every=args.valid_every, valid_seconds=args.valid_seconds,

@@ -28,7 +28,6 @@ from livestems.model.training.trainer import (
     multires_stft_loss,
     save_checkpoint,
     separation_loss,
-    snr_loss,
     train,
 )
 
@@ -365,45 +364,6 @@ def test_losses():
     assert float(multires_stft_loss(noisy_mid.mean(-2), ref.mean(-2), overlap=2)) > 0.01
     with pytest.raises(ValueError, match="shapes differ"):
         separation_loss(est[:, :2], ref)
-
-
-def test_snr_loss_weighs_every_stem_by_its_own_level():
-    torch.manual_seed(0)
-    ref = torch.randn(2, 4, 2, 4096)
-    ref[:, 3] *= 0.3  # a voice 10 dB under each of three louder stems
-    mix = ref.sum(1)
-    perfect = float(snr_loss(ref, ref, mix))
-    assert -30.0 <= perfect < -27.0  # the 30 dB ceiling (the quiet stem nears the floor)
-    # the same 10 % relative error on every stem: about -20 dB each, the quiet one too
-    assert float(snr_loss(ref * 1.1, ref, mix)) == pytest.approx(-19.5, abs=0.7)
-    # doubling the quiet stem costs nearly as much as doubling a loud one; L1 barely sees it
-    quiet, loud = ref.clone(), ref.clone()
-    quiet[:, 3] *= 2.0
-    loud[:, 0] *= 2.0
-    snr_quiet, snr_loud = (float(snr_loss(e, ref, mix)) - perfect for e in (quiet, loud))
-    assert snr_quiet > 0.7 * snr_loud > 0
-    assert float(separation_loss(quiet, ref)) < 0.35 * float(separation_loss(loud, ref))
-    # a silent stem (a song without bass) adds 0 while its estimate is silent and a positive
-    # term as soon as the mix leaks into it: no stem wins by silencing another
-    ref[:, 2] = 0.0
-    mix = ref.sum(1)
-    est = ref.clone()
-    base = float(snr_loss(est, ref, mix))
-    est[:, 2] = 0.1 * mix
-    assert float(snr_loss(est, ref, mix)) > base + 2.0
-    with pytest.raises(ValueError, match="shapes differ"):
-        snr_loss(est[:, :2], ref, mix)
-
-
-def test_a_run_started_before_the_loss_option_resumes_as_l1(data, tmp_path):
-    out = tmp_path / "run"
-    run(config(data, out, stop_after_steps=2, valid=None))
-    first = json.loads((out / "train.json").read_text())
-    del first["fixed"]["loss"]  # as written before the option existed
-    (out / "train.json").write_text(json.dumps(first))
-    run(config(data, out, stop_after_steps=1, valid=None))  # resumes: l1 is that run's loss
-    with pytest.raises(TrainError, match=r"loss: the run uses 'l1', got 'snr'"):
-        run(config(data, out, valid=None, loss="snr"))
 
 
 def test_invalid_options_are_listed():
