@@ -44,7 +44,10 @@ $(VENV)/.installed: pyproject.toml $(wildcard requirements-nodeps.txt) | deps
 	$(PY) -m pip install -q --no-deps --target $(VENV)/peers openunmix==1.3.0
 	touch $@
 
+# the bridge library gives `livestems jack` its C process callback (and the C++ JACK shim);
+# make is incremental, so this costs nothing once built
 venv: deps $(VENV)/.installed
+	$(MAKE) -s -C bridge lib jack
 
 demo: venv
 	$(VENV)/bin/livestems demo

@@ -1,7 +1,7 @@
 """A live soak measured against a baseline in the same run (issue 16, docs/LIVE.md).
 
-    .venv/bin/python tools/soak.py [--minutes 10] [--rate 48000] [--period 128] [--shim]
-                                   [--json OUT]
+    .venv/bin/python tools/soak.py [--minutes 10] [--rate 48000] [--period 128] [--python]
+                                   [--shim] [--safety-ms MS] [--json OUT]
 
 One JACK server (dummy driver, ``--no-realtime``, as the tests use), then phases of equal
 length on it:
@@ -9,9 +9,10 @@ length on it:
 1. **baseline**: a native audio source (``jack_metro``, a click every beat) feeding a native
    do-nothing client (``jack_thru``, input copied to output); nothing of ours.
 2. **livestems jack**: the same two, plus ``livestems jack`` with its defaults (model, safety
-   margin chosen at start-up, low-delay resampler at 48 kHz), its inputs fed by the metronome.
-3. with ``--native``: ``livestems jack --native`` (its process callback in C, never waiting
-   for Python), the same defaults.
+   margin chosen at start-up, low-delay resampler at 48 kHz, the process callback in C when
+   the bridge library is built), its inputs fed by the metronome.
+3. with ``--python``: ``livestems jack --callback python`` (JACK-Client's callback, which
+   takes the GIL every period), the same defaults otherwise.
 4. with ``--shim``: the same with the C++ shim ``bridge/build/livestems-jack`` instead
    (``make -C bridge`` first), given the safety margin phase 2 chose and ``--quality LD``
    (the shim has no start-up choice of its own).
@@ -131,7 +132,8 @@ def _phase(name, seconds, counter, start=None, stop=None, stats=None):
     if stats is not None:
         st = json.loads(Path(stats).read_text())
         res.update({k: st.get(k) for k in ("deadline_misses", "xruns", "frame_gaps",
-                                            "latency_samples", "hops_processed")})
+                                            "latency_samples", "hops_processed", "safety_ms",
+                                            "lead_ms")})
         res["missed_frames"] = st.get("missed_frames", st.get("missed_samples"))
         res["app_xruns"] = res.pop("xruns")
         res["xruns"] = xruns
@@ -153,10 +155,15 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=10.0, help="length of each phase")
     ap.add_argument("--rate", type=int, default=48000)
     ap.add_argument("--period", type=int, default=128)
-    ap.add_argument("--native", action="store_true",
-                    help="also soak `livestems jack --native` (the GIL-free process callback; "
-                         "`make -C bridge` first)")
+    ap.add_argument("--python", action="store_true",
+                    help="also soak `livestems jack --callback python` (the process callback "
+                         "in Python)")
+    ap.add_argument("--safety-ms", default=None, metavar="MS",
+                    help="give our apps this margin instead of their start-up choice (to "
+                         "measure misses against the margin)")
     ap.add_argument("--shim", action="store_true", help="also soak the C++ shim")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the baseline phase (when only our deadline misses matter)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     for tool in ("jackd", "jack_metro", "jack_thru", "jack_lsp", "jack_connect"):
@@ -194,9 +201,10 @@ def main(argv=None) -> int:
         print(f"server {server}: {args.rate} Hz, {args.period}-frame periods, "
               f"{args.minutes:g} min per phase", flush=True)
 
-        results.append(_phase("baseline (metronome + do-nothing client)", seconds,
-                              counter))
-        print(_line(results[-1]), flush=True)
+        if not args.no_baseline:
+            results.append(_phase("baseline (metronome + do-nothing client)", seconds,
+                                  counter))
+            print(_line(results[-1]), flush=True)
 
         stats = tmp / "app.json"
 
@@ -217,14 +225,17 @@ def main(argv=None) -> int:
             procs.remove(p)
             return out + err
 
-        results.append(_phase("livestems jack (defaults)", seconds, counter,
-                              start_app(), stop, stats))
+        given = ("--safety-ms", args.safety_ms) if args.safety_ms is not None else ()
+        label = f"--safety-ms {args.safety_ms}" if given else "defaults"
+        results.append(_phase(f"livestems jack ({label})", seconds, counter,
+                              start_app(*given), stop, stats))
         print(_line(results[-1]), flush=True)
         margin = _margin(results[-1].get("output", ""))
 
-        if args.native:
-            results.append(_phase("livestems jack --native", seconds, counter,
-                                  start_app("--native"), stop, stats))
+        if args.python:
+            results.append(_phase(f"livestems jack --callback python ({label})", seconds,
+                                  counter, start_app("--callback", "python", *given), stop,
+                                  stats))
             print(_line(results[-1]), flush=True)
 
         if args.shim:
@@ -251,14 +262,15 @@ def main(argv=None) -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-    base = results[0]["xruns"]
+    base = None if args.no_baseline else results[0]["xruns"]
     ok = True
-    for r in results[1:]:
-        good = (r["xruns"] <= base and r.get("deadline_misses") == 0
+    for r in results[0 if base is None else 1:]:
+        good = ((base is None or r["xruns"] <= base) and r.get("deadline_misses") == 0
                 and r.get("rss_growth_mb", 0.0) < 1.0)
         ok &= good
         print(f"{r['phase']}: {'PASS' if good else 'FAIL'} (xruns {r['xruns']} vs baseline "
-              f"{base}, deadline misses {r.get('deadline_misses')}, RSS growth "
+              f"{'not run' if base is None else base}, deadline misses "
+              f"{r.get('deadline_misses')}, RSS growth "
               f"{r.get('rss_growth_mb', float('nan')):+.2f} MB)")
     if args.json:
         Path(args.json).write_text(json.dumps({"rate": args.rate, "period": args.period,
@@ -278,6 +290,10 @@ def _line(r: dict) -> str:
         parts.append(f"deadline misses {r['deadline_misses']} ({r['missed_frames']} frames), "
                      f"app-seen xruns {r['app_xruns']}, skipped cycles {r['frame_gaps']}, "
                      f"latency {r['latency_samples']} samples, hops {r['hops_processed']}")
+        if r.get("lead_ms"):  # the C++ shim has no Python engine: no lead figures
+            parts.append(f"margin {r.get('safety_ms')} ms, output lead min "
+                         f"{r['lead_ms']['min']:.1f} ms (p1 {r['lead_ms']['p1']:.1f}): "
+                         f"{r['safety_ms'] - r['lead_ms']['min']:.1f} ms of margin needed")
     if "rss_growth_mb" in r:
         parts.append(f"RSS {r['rss_start_mb']:.1f} -> {r['rss_end_mb']:.1f} MB "
                      f"(fitted growth {r['rss_growth_mb']:+.2f} MB)")

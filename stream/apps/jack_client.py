@@ -18,7 +18,7 @@ import sys
 
 from livestems.dsp.warmup import warmup
 from livestems.stream.apps.live_view import LiveView
-from livestems.stream.core.engine import safety_line
+from livestems.stream.core.engine import safety_line, safety_text
 from livestems.stream.io.backends.common import write_stats_json
 
 _KEYS = "123456789abcdefghijkmnoprstuvwxyz"  # l and q are commands in the view
@@ -104,7 +104,8 @@ def serve(args, *, midi_feedback: bool = False) -> int:
 
 
 def serve_native(args) -> int:
-    """`livestems jack --native`: :class:`~livestems.stream.io.backends.jack_native.NativeJackHost`."""
+    """`livestems jack` with the C callback (the default when the bridge library is built):
+    :class:`~livestems.stream.io.backends.jack_native.NativeJackHost`."""
     from livestems.stream.io.backends.jack_native import NativeJackHost
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -125,19 +126,19 @@ def serve_native(args) -> int:
             for a, b in host.connect_output(args.output):
                 print(f"connected {a} -> {b}")
         st = host.stats()
-        print(f"livestems jack --native: client {host.name} at {int(st['sample_rate'])} Hz, "
+        print(f"livestems jack: client {host.name} at {int(st['sample_rate'])} Hz, "
               f"{host.block_size}-frame periods; model {st['model_rate']} Hz, stems "
               f"{', '.join(host.sources)}; process callback in C (no GIL)")
         print(f"latency {host.latency_samples} samples = "
               f"{1000 * host.latency_samples / st['sample_rate']:.2f} ms (published on the "
-              f"output ports; safety margin {host.safety_ms:g} ms"
-              + (", chosen at start-up from the per-hop compute time" if host.warmup_hop_ms
-                 else "") + ")")
+              f"output ports, safety margin included)")
+        print(safety_text(host.safety_ms, host.warmup_hop_ms,
+                          1e3 * host.block_size / st["sample_rate"]))
         print("ports: " + " ".join(p.name for p in host.inports + host.outports)
               + f" {host.midi_in.name}", flush=True)
         try:
             if args.view:
-                title = f"livestems jack --native: client {host.name}"
+                title = f"livestems jack (C callback): client {host.name}"
                 view = (MidiView(title, host.stats, host.levels, ctl) if ctl is not None
                         else LiveView(title, host.stats, host.levels))
                 with view:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 NAME = "jack"
+CALLBACKS = ("auto", "native", "python")
 
 
 def add_parser(sub) -> None:
@@ -28,12 +29,18 @@ def add_parser(sub) -> None:
     p.add_argument("--map", default=None, metavar="FILE.toml",
                    help="MIDI mapping for midi_in (default: the generic 4-fader mapping "
                         "shipped with livestems; 'none': no MIDI control). See docs/MIDI.md")
-    p.add_argument("--native", action="store_true",
-                   help="run JACK's process callback in C, through the C API's lock-free "
-                        "rings (bridge/, `make -C bridge` first): a busy Python (the model "
-                        "worker, the garbage collector) can then never make JACK's thread "
-                        "wait. Same ports, latency, MIDI mapping (--map) and --view; --key is "
-                        "not available with it (docs/LIVE.md)")
+    p.add_argument("--callback", choices=CALLBACKS, default="auto",
+                   help="where JACK's process callback runs. native: in C, through the C "
+                        "API's lock-free rings (the bridge library, built by the README's "
+                        "set-up or `make -C bridge`), so a busy Python (the model worker, the "
+                        "garbage collector) can never make JACK's thread wait; same ports, "
+                        "latency, MIDI mapping and --view, but no --key or --rt-priority. "
+                        "python: in Python (JACK-Client), which takes the GIL every period. "
+                        "auto (default): native when the bridge library is built and neither "
+                        "--key nor --rt-priority is given, else python, saying why "
+                        "(docs/LIVE.md)")
+    p.add_argument("--native", action="store_const", const="native", dest="callback",
+                   help="the same as --callback native")
 
 
 def add_jack_arguments(p) -> None:
@@ -117,14 +124,37 @@ def check_safety(args) -> str | None:
     return None
 
 
+def _python_only(args) -> list[str]:
+    """The given options that only the Python callback has."""
+    return [o for o, on in (("--key", getattr(args, "key", None) is not None),
+                            ("--rt-priority", bool(getattr(args, "rt_priority", 0)))) if on]
+
+
+def choose_callback(args) -> tuple[str, str | None]:
+    """``("native" | "python", why)`` for ``args.callback`` (``why``: a note for auto's
+    fallback to Python, else None); `livestems midi` (no --callback) is always Python."""
+    want = getattr(args, "callback", "python")
+    if want != "auto":
+        return want, None
+    refused = _python_only(args)
+    if refused:
+        return "python", f"{' and '.join(refused)} need(s) the Python callback"
+    from livestems.stream.io.backends.jack_native import library_path
+
+    if not library_path().exists():
+        return "python", ("the bridge library is not built (`make -C bridge`, or the README's "
+                          "set-up command, gives the C callback)")
+    return "native", None
+
+
 def check_jack_args(args) -> str | None:
     """What `jack` and `midi` check before any model or server is opened."""
-    if getattr(args, "native", False):
-        refused = [o for o, on in (("--key", args.key is not None),
-                                   ("--rt-priority", bool(args.rt_priority))) if on]
+    if getattr(args, "callback", None) == "native":
+        refused = _python_only(args)
         if refused:
-            return (f"error: {', '.join(refused)} cannot be used with --native (the C callback "
-                    f"path has no Python in it); drop them or drop --native")
+            return (f"error: {', '.join(refused)} cannot be used with the C callback "
+                    f"(--callback native / --native: no Python in it); drop them or use "
+                    f"--callback python")
     if args.seconds is not None and args.seconds <= 0:
         return f"error: --seconds must be > 0, got {args.seconds}"
     return check_safety(args)
@@ -136,6 +166,9 @@ def run(args) -> int:
     if (msg := check_jack_args(args)) is not None:
         print(msg, file=sys.stderr)
         return 2
-    if getattr(args, "native", False):
+    callback, why = choose_callback(args)
+    if why:
+        print(f"note: JACK callback in Python: {why}", flush=True)
+    if callback == "native":
         return serve_native(args)
     return serve(args)

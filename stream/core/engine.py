@@ -71,7 +71,7 @@ from .mixer import StemMixer
 from .ring import Ring
 
 __all__ = ["Engine", "EngineStats", "auto_safety_ms", "karaoke_buses", "safety_line",
-           "SAFETY_AUTO"]
+           "safety_text", "SAFETY_AUTO"]
 
 _TIMES_KEPT = 1 << 14  # per-hop compute times kept for percentiles (a power of two)
 STREAM_TORCH_THREADS = 1  # torch intra-op threads while streaming (Engine.limit_torch_threads)
@@ -81,7 +81,8 @@ AUTO_WARMUP_HOPS = 512  # hops timed at configuration for safety_ms="auto", at m
 AUTO_WARMUP_MAX_S = 1.0  # ...for about this long (at least 32 hops)
 AUTO_WARMUP_REST_S = 1e-3  # sleep between timed hops, as the live worker waits for input
 AUTO_HEADROOM = 4.0  # the worker's budget: this many times the warm-up p99 per-hop time...
-AUTO_STALL_HEADROOM = 3.0  # ...and this many times the second slowest warm-up hop
+AUTO_STALL_HEADROOM = 3.0  # ...and this many times the second slowest warm-up hop...
+AUTO_MIN_BUDGET_MS = 10.0  # ...and never less than this (wake-up, GIL hand-offs; docs/LIVE.md)
 
 
 def auto_safety_ms(hop_p99_ms: float, hop_max2_ms: float, block_ms: float) -> float:
@@ -90,15 +91,20 @@ def auto_safety_ms(hop_p99_ms: float, hop_max2_ms: float, block_ms: float) -> fl
     The worker has one host block (``block_ms``) plus the margin to finish each hop. The
     rule gives it the larger of 4 times the 99th percentile and 3 times the second largest of
     the per-hop compute times measured at configuration (wall time, hops 1 ms apart on the
-    worker's torch threads, so a machine that is busy at start-up measures slower)::
+    worker's torch threads, so a machine that is busy at start-up measures slower), and at
+    least :data:`AUTO_MIN_BUDGET_MS`::
 
-        safety = max(0, max(4 * p99, 3 * second slowest) - block)   whole ms up, <= 500
+        safety = max(0, max(4 * p99, 3 * second slowest, floor) - block)   whole ms up, <= 500
 
     The factors cover what a one-second warm-up cannot see: a hop descheduled more than
-    once in a row, other work starting later. Measured on the shared 2-core VM (docs/LIVE.md):
-    warm-up p99 1.5 to 5.6 ms for rt-tiny; a quiet fast machine gets 0.
+    once in a row, other work starting later. The floor covers what compute times cannot
+    show at all: the worker waking up (it polls every millisecond), taking the GIL, and a
+    scheduler slice on a busy or virtual machine. Without it an idle machine measured a
+    fast steady hop (p99 1.3 ms), got 1 to 4 ms at 48 kHz / 128 and missed 16 to 1063
+    deadlines in 10 minutes (docs/LIVE.md).
     """
-    need = max(AUTO_HEADROOM * float(hop_p99_ms), AUTO_STALL_HEADROOM * float(hop_max2_ms))
+    need = max(AUTO_HEADROOM * float(hop_p99_ms), AUTO_STALL_HEADROOM * float(hop_max2_ms),
+               AUTO_MIN_BUDGET_MS)
     return float(min(SAFETY_MS_MAX, max(0.0, math.ceil(need - float(block_ms)))))
 
 
@@ -130,15 +136,21 @@ def karaoke_buses(sources) -> dict:
 
 def safety_line(engine) -> str:
     """The one line every live command prints about the safety margin it runs with."""
-    ms = engine.safety_ms
-    if not engine.safety_auto:
+    return safety_text(engine.safety_ms, engine.warmup_hop_ms if engine.safety_auto else None,
+                       1e3 * engine.block_size / engine.sample_rate)
+
+
+def safety_text(ms: float, warmup: dict | None, block_ms: float) -> str:
+    """:func:`safety_line` from its parts: the margin, the warm-up figures it was chosen from
+    (None: given by --safety-ms) and the host block in ms."""
+    if warmup is None:
         return f"safety margin: {ms:g} ms (--safety-ms)"
-    w = engine.warmup_hop_ms
+    w = warmup
     return (f"safety margin: {ms:g} ms, chosen at start-up: per-hop compute over "
-            f"{w['hops']} warm-up hops p50 {w['p50']:.2f}, p99 {w['p99']:.2f}, 2nd slowest {w['max2']:.2f} "
-            f"ms; rule max(0, max({AUTO_HEADROOM:g} x p99, {AUTO_STALL_HEADROOM:g} x 2nd slowest) - block "
-            f"{1e3 * engine.block_size / engine.sample_rate:.1f} ms); fixed while running "
-            f"(--safety-ms MS to choose)")
+            f"{w['hops']} warm-up hops p50 {w['p50']:.2f}, p99 {w['p99']:.2f}, 2nd slowest "
+            f"{w['max2']:.2f} ms; rule max(0, max({AUTO_HEADROOM:g} x p99, "
+            f"{AUTO_STALL_HEADROOM:g} x 2nd slowest, {AUTO_MIN_BUDGET_MS:g}) - block "
+            f"{block_ms:.1f} ms); fixed while running (--safety-ms MS to choose)")
 
 
 @numba.njit(cache=True, nogil=True)
@@ -193,6 +205,10 @@ class EngineStats:
     model_rate: int = 0
     resampler_latency_samples: int = 0  # both resamplers, in I/O samples (0: same rate)
     resampler_underruns: int = 0
+    #: the output queue's lead over the audio side as each hop's output landed, ms (min, p1,
+    #: p50 over the last hops): a hop that lands with a lead >= 0 is in time, so the minimum
+    #: is the part of the safety margin this run never needed (negative: misses)
+    lead_ms: dict | None = None
 
     @property
     def latency_ms(self) -> float:
@@ -284,6 +300,8 @@ class Engine:
         self._bus_now = self._bus_gains.copy()
         self._bus_coeff = float(smoothing_coeff(float(smoothing_ms), float(self.model_rate)))
         self._times = np.zeros(_TIMES_KEPT, dtype=np.float64)
+        self._leads = np.zeros(_TIMES_KEPT, dtype=np.int64)  # I/O samples, see _note_lead
+        self._lead_n = 0
         self.stall_hook = None  # test hook: callable run by the worker before each step
         self.nonfinite_samples = 0  # reset() zeroes it again after the warm-up hop
         self.hops_processed = 0
@@ -482,6 +500,7 @@ class Engine:
         self.nonfinite_samples = 0
         self.worker_error: str | None = None
         self._times.fill(0.0)
+        self._lead_n = 0
 
     def start(self) -> "Engine":
         """Start the worker thread (idempotent). Call :func:`warmup` before, not after."""
@@ -705,6 +724,7 @@ class Engine:
                 continue
             if not self._step_hop():
                 return done
+            self._note_lead()
             self._wet.write(out)
             done += 1
         return done
@@ -747,8 +767,17 @@ class Engine:
                 done += 1
             got = self._m_out.read(self._m_buf, 0, m)
             assert got == m, "model-rate output queue ran dry: pad too small"
-            self._wet.write(src_out.process(self._m_buf[:, :m]))
+            rows = src_out.process(self._m_buf[:, :m])
+            if not late:
+                self._note_lead()
+            self._wet.write(rows)
         return done
+
+    def _note_lead(self) -> None:
+        """Worker, right before output lands in the wet ring: how many samples the audio
+        side will still play before it reaches them (>= 0: in time)."""
+        self._leads[self._lead_n & (_TIMES_KEPT - 1)] = self._wet.write_count - self._q
+        self._lead_n += 1
 
     def _worker(self) -> None:
         while self._running:
@@ -793,4 +822,13 @@ class Engine:
             resampler_latency_samples=self.resampler_latency_samples,
             resampler_underruns=(self._src_in.underruns + self._src_out.underruns
                                  if self.resampling else 0),
+            lead_ms=self._lead_percentiles(),
         )
+
+    def _lead_percentiles(self) -> dict | None:
+        k = min(self._lead_n, _TIMES_KEPT)
+        if not k:
+            return None
+        ms = np.sort(self._leads[:k]) * (1000.0 / self.sample_rate)
+        return {"min": float(ms[0]), "p1": float(np.percentile(ms, 1)),
+                "p50": float(np.percentile(ms, 50)), "outputs": int(self._lead_n)}

@@ -48,6 +48,7 @@ def live_stats(engine, **extra) -> dict:
         "hop": st.hop,
         "block_size": engine.block_size,
         "safety_samples": engine.safety_samples,
+        "safety_ms": engine.safety_ms,
         "hops_processed": st.hops_processed,
         "hops_skipped": st.hops_skipped,
         "deadline_misses": st.deadline_misses,
@@ -57,6 +58,7 @@ def live_stats(engine, **extra) -> dict:
         "per_hop_ms": {k: round(v, 4) for k, v in st.per_hop_ms.items()},
         "rtf_p50": round(st.rtf_p50, 4),
         "rtf_p99": round(st.rtf_p99, 4),
+        "lead_ms": ({k: round(v, 3) for k, v in st.lead_ms.items()} if st.lead_ms else None),
         "worker_error": st.worker_error,
         "sources": list(engine.sources),
     }

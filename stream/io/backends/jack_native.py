@@ -1,4 +1,5 @@
-"""`livestems jack --native`: the JACK process callback in C, never waiting for Python.
+"""`livestems jack`'s C callback (its default when the bridge library is built): JACK's process
+callback in C, never waiting for Python.
 
 :class:`~livestems.stream.io.backends.jack.JackHost` runs JACK's process callback in Python: each
 cycle needs the GIL, so a Python thread that holds it (the model worker between two releases,
@@ -339,23 +340,12 @@ class NativeJackHost:
         lib_file = library_path()
         if not lib_file.exists():
             raise AudioBackendError(
-                "livestems jack --native needs the C library of bridge/",
-                expected=str(lib_file), got="not built",
-                fix="run `make -C bridge` once (Debian packages: see README), or run without "
-                    "--native")
+                "the C callback of livestems jack (--callback native) needs the C library "
+                "of bridge/", expected=str(lib_file), got="not built",
+                fix="run `make -C bridge` once (Debian packages: see README), or use "
+                    "--callback python")
         self.model = model
         self.resample_quality = resample_quality
-        if safety_ms == "auto":  # measured with a Python engine on this machine, then fixed
-            from livestems.model.nets.registry import load_separator
-
-            from livestems.stream.core.engine import Engine
-
-            sep = load_separator(model)
-            probe = Engine(sep, block_size=256, safety_ms="auto")
-            self.safety_ms, self.warmup_hop_ms = probe.safety_ms, probe.warmup_hop_ms
-            del probe, sep
-        else:
-            self.safety_ms, self.warmup_hop_ms = float(safety_ms), None
         self._proc = _proc_lib()
         self.capi_ffi = cffi.FFI()
         self.capi_ffi.cdef(_CAPI_CDEF)
@@ -369,6 +359,11 @@ class NativeJackHost:
         self._jlib = self.capi_ffi.dlopen(jack._libname)
         self.client = _open_client(name, servername)
         self.name = self.client.name
+        try:
+            self._choose_safety(model, safety_ms)
+        except BaseException:
+            self.client.close()
+            raise
         self.xruns = 0
         self.shutdown_reason: str | None = None
         self.shutdown_event = threading.Event()
@@ -447,6 +442,27 @@ class NativeJackHost:
             raise
 
     # -- main thread -----------------------------------------------------------------------
+    def _choose_safety(self, model, safety_ms) -> None:
+        """The margin in ms: as given, or ``"auto"``: a Python engine on this machine times the
+        worker's hop (the C API's engine runs the same code in this interpreter) and
+        :func:`~livestems.stream.core.engine.auto_safety_ms` takes the server's own period, as
+        :class:`JackHost` does. (Timing it against a fixed 256-sample block at the model's
+        rate gave 1 ms where ``livestems jack`` chose 4 at 48 kHz / 128: the worker's deadline
+        is one JACK period, here 2.7 ms, not 5.8.)"""
+        if safety_ms != "auto":
+            self.safety_ms, self.warmup_hop_ms = float(safety_ms), None
+            return
+        from livestems.model.nets.registry import load_separator
+        from livestems.stream.core.engine import Engine, auto_safety_ms
+
+        sep = load_separator(model)
+        probe = Engine(sep, block_size=int(self.client.blocksize), safety_ms="auto")
+        w = probe.warmup_hop_ms
+        del probe, sep
+        self.warmup_hop_ms = w
+        self.safety_ms = auto_safety_ms(
+            w["p99"], w["max2"], 1e3 * self.client.blocksize / self.client.samplerate)
+
     def _create(self, rate: int, block: int):
         cfg = self.capi_ffi.new("livestems_config_t *")
         keep = []

@@ -217,6 +217,11 @@ def test_safety_margin_absorbs_a_late_worker_for_that_much_latency():
     assert st1.deadline_misses == 0, st1
     want = SplitDelay(hop=256, latency=0).forward(x[None])[0]
     np.testing.assert_allclose(stems1, want, atol=1e-4)
+    # the outputs' lead over the audio side says how close each run came: below 0 where it
+    # missed; with the margin, the stalls ate into it (min well below the median) but never
+    # through it, and the minimum is the part of the 60 ms this run never needed
+    assert st0.lead_ms["min"] < 0 <= st1.lead_ms["min"] < st1.lead_ms["p50"] - 10.0
+    assert st1.lead_ms["min"] < 60.0
 
 
 @pytest.mark.parametrize("bad", [-1.0, 501.0, float("nan"), True])

@@ -1,5 +1,6 @@
 """safety_ms="auto": the margin chosen at start-up from the measured per-hop compute time."""
 
+import math
 import subprocess
 import sys
 
@@ -9,12 +10,16 @@ from separators import Sleepy, SplitDelay
 from signals import music_like
 
 from livestems.stream.io.backends.file import play_through
-from livestems.stream.core.engine import SAFETY_MS_MAX, Engine, auto_safety_ms, safety_line
+from livestems.stream.core.engine import (AUTO_MIN_BUDGET_MS, SAFETY_MS_MAX, Engine,
+                                          auto_safety_ms, safety_line)
 
 
 def test_the_rule():
-    """max(0, max(4 p99, 3 x the second slowest) - block), whole ms up, capped."""
-    assert auto_safety_ms(1.0, 1.5, 5.8) == 0.0  # a quiet machine: one block is enough
+    """max(0, max(4 p99, 3 x the second slowest, the floor) - block), whole ms up, capped."""
+    # a quiet machine: the floor, which covers the worker's wake-up, not only its compute
+    assert auto_safety_ms(1.0, 1.5, 5.8) == math.ceil(AUTO_MIN_BUDGET_MS - 5.8) > 0
+    assert auto_safety_ms(1.0, 1.5, 2.7) == math.ceil(AUTO_MIN_BUDGET_MS - 2.7)
+    assert auto_safety_ms(1.0, 1.5, AUTO_MIN_BUDGET_MS + 1) == 0.0  # a long block covers it
     assert auto_safety_ms(5.0, 6.0, 5.8) == 15.0  # 20 - 5.8 = 14.2 -> 15
     assert auto_safety_ms(2.0, 9.0, 5.8) == 22.0  # one slow hop: 27 - 5.8 = 21.2 -> 22
     assert auto_safety_ms(1000.0, 1000.0, 5.8) == SAFETY_MS_MAX

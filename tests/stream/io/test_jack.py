@@ -31,6 +31,8 @@ def _start_livestems(server, tmp_path, *extra, sources=("vocals", "accompaniment
     ``sources``) exist and it has published its latency."""
     ports = [f"{CLIENT}:{p}" for p in port_layout(tuple(sources))]
     stats = tmp_path / f"stats-{time.monotonic_ns()}.json"
+    if "--native" not in extra and "--callback" not in extra:
+        extra = ("--callback", "python", *extra)  # this file tests the Python callback
     proc = _cli("jack", "--server", server.name, "--stats", str(stats), *extra)
     try:
         wait_for_ports(server.name, ports + [f"{CLIENT}:in_L", f"{CLIENT}:midi_in"])
@@ -218,17 +220,20 @@ def test_server_stopping_mid_run_exits_cleanly(jackd, tmp_path):
 
 
 def test_no_server_and_missing_port_give_clear_errors(jackd, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "livestems.stream", "jack", "--server",
+    r = subprocess.run([sys.executable, "-m", "livestems.stream", "jack", "--callback", "python",
+                        "--server",
                         jackd.name + "-absent", "--seconds", "1"], capture_output=True, text=True)
     assert r.returncode == 5
     assert "no JACK server is running" in r.stderr and "jackd" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "livestems.stream", "jack", "--server",
+    r = subprocess.run([sys.executable, "-m", "livestems.stream", "jack", "--callback", "python",
+                        "--server",
                         jackd.name, "--connect", "nosuch:port", "--seconds", "1"],
                        capture_output=True, text=True)
     assert r.returncode == 5
     assert "no JACK audio output port or client named 'nosuch:port'" in r.stderr
     assert "system:capture_1" in r.stderr  # the message lists what exists
-    r = subprocess.run([sys.executable, "-m", "livestems.stream", "jack", "--server",
+    r = subprocess.run([sys.executable, "-m", "livestems.stream", "jack", "--callback", "python",
+                        "--server",
                         jackd.name, "--safety-ms", "-5", "--seconds", "1"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--safety-ms must be 0..500 ms, got -5" in r.stderr
