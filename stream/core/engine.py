@@ -143,9 +143,9 @@ def safety_line(engine) -> str:
 def safety_text(ms: float, warmup: dict | None, block_ms: float) -> str:
     """:func:`safety_line` from its parts: the margin, the warm-up figures it was chosen from
     (None: given by --safety-ms) and the host block in ms."""
-    if warmup is None:
-        return f"safety margin: {ms:g} ms (--safety-ms)"
     w = warmup
+    if w is None:
+        return f"safety margin: {ms:g} ms (--safety-ms)"
     return (f"safety margin: {ms:g} ms, chosen at start-up: per-hop compute over "
             f"{w['hops']} warm-up hops p50 {w['p50']:.2f}, p99 {w['p99']:.2f}, 2nd slowest "
             f"{w['max2']:.2f} ms; rule max(0, max({AUTO_HEADROOM:g} x p99, "
