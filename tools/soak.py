@@ -100,12 +100,14 @@ class XrunCounter:
         import jack
 
         self.count = 0
+        self.times: list[float] = []  # time.monotonic() of each xrun
         self.client = jack.Client("lssoak-xruns", servername=server, no_start_server=True)
         self.client.set_xrun_callback(self._xrun)
         self.client.activate()
 
     def _xrun(self, delay):
         self.count += 1
+        self.times.append(time.monotonic())
 
     def close(self):
         self.client.deactivate()
@@ -126,9 +128,10 @@ def _phase(name, seconds, counter, start=None, stop=None, stats=None):
                     raise RuntimeError(f"{name}: the process exited early ({proc.returncode})")
                 rss.append((time.monotonic() - t0, _rss_mb(proc.pid)))
         xruns = counter.count - x0
+        when = [round(t - t0, 1) for t in counter.times[x0:x0 + xruns]]
     finally:
         out = stop(proc) if proc is not None else ""
-    res = {"phase": name, "seconds": seconds, "xruns": xruns}
+    res = {"phase": name, "seconds": seconds, "xruns": xruns, "xrun_times_s": when}
     if stats is not None:
         st = json.loads(Path(stats).read_text())
         res.update({k: st.get(k) for k in ("deadline_misses", "xruns", "frame_gaps",
@@ -294,6 +297,8 @@ def _line(r: dict) -> str:
             parts.append(f"margin {r.get('safety_ms')} ms, output lead min "
                          f"{r['lead_ms']['min']:.1f} ms (p1 {r['lead_ms']['p1']:.1f}): "
                          f"{r['safety_ms'] - r['lead_ms']['min']:.1f} ms of margin needed")
+    if r.get("xrun_times_s"):
+        parts.append("xruns at " + ", ".join(f"{t:g}" for t in r["xrun_times_s"][:20]) + " s")
     if "rss_growth_mb" in r:
         parts.append(f"RSS {r['rss_start_mb']:.1f} -> {r['rss_end_mb']:.1f} MB "
                      f"(fitted growth {r['rss_growth_mb']:+.2f} MB)")

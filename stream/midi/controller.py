@@ -124,6 +124,21 @@ class MidiController:
             self._thread.join(timeout=2.0)
             self._thread = None
 
+    def _idle(self, next_check: float, next_fb: float) -> None:
+        """Between two polls: with one source that can wake us (``wait(timeout)``, the C
+        JACK callback's MIDI ring), sleep until it has events or the next port check,
+        feedback or learn deadline is due; otherwise sleep :data:`_POLL_S`."""
+        wait = getattr(self.sources[0], "wait", None) if len(self.sources) == 1 else None
+        if wait is None:
+            time.sleep(_POLL_S)
+            return
+        due = next_check
+        if self.send is not None:
+            due = min(due, next_fb)
+        if self._learn is not None and self._learn.get("pending") is not None:
+            due = min(due, self._learn["deadline"])
+        wait(min(_CHECK_S, max(0.0, due - time.monotonic())))
+
     def _run(self) -> None:
         next_check = next_fb = 0.0
         while self._running:
@@ -143,7 +158,7 @@ class MidiController:
                 if self.counts["errors"] <= 3:
                     self._say(f"MIDI control error (audio continues): "
                               f"{type(exc).__name__}: {exc}")
-            time.sleep(_POLL_S)
+            self._idle(next_check, next_fb)
 
     def poll(self) -> int:
         """Drain every source once; returns the events handled."""

@@ -662,6 +662,9 @@ class JackMidiInput:
         self.last_frame = -1
         self._seen_changes = -1
         self._last_full = 0.0
+        #: ``wait(timeout) -> bool`` when the host's ring can wake the control thread (the C
+        #: callback's eventfd), else None: the controller then polls
+        self.wait = getattr(host.midi_ring, "wait", None)
 
     def _sources(self) -> list[str]:
         own = self.host.name + ":"

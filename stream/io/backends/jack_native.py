@@ -36,6 +36,8 @@ Needs ``make -C bridge`` (``bridge/build/liblivestems.so``) and libjack's header
 
 from __future__ import annotations
 
+import os
+import select
 import sys
 import threading
 import time
@@ -79,6 +81,7 @@ _PROC_CDEF = """
         uint8_t midi_data[4096];
         uint64_t midi_dropped;
         float peak[64];
+        int32_t midi_efd;
     } ls_jack_state;
     int ls_jack_process(uint32_t nframes, void *arg);
     int ls_jack_midi_read(ls_jack_state *s, uint32_t *time, uint8_t *data, uint32_t *len);
@@ -88,6 +91,7 @@ _PROC_CDEF = """
 """
 _PROC_SRC = r"""
 #include <stdint.h>
+#include <unistd.h>
 #include <jack/jack.h>
 #include <jack/midiport.h>
 
@@ -119,6 +123,9 @@ typedef struct {
     uint8_t midi_data[4096];    /* 256 slots of 16 bytes */
     uint64_t midi_dropped;      /* events longer than 16 bytes, or the ring full */
     float peak[64];             /* per output: the largest |sample| of the last cycle (meters) */
+    int32_t midi_efd;           /* mode 1: an eventfd (non-blocking) written once per cycle that
+                                   queued events, so the control thread sleeps until MIDI comes
+                                   instead of polling; -1: none */
 } ls_jack_state;
 
 /* Python's control thread: the oldest event (1), or none (0). */
@@ -177,7 +184,7 @@ int ls_jack_process(uint32_t nframes, void *arg) {
     uint32_t max_block = __atomic_load_n(&s->max_block, __ATOMIC_ACQUIRE);
     if (h && s->midi_in) {
         void *mb = jack_port_get_buffer((jack_port_t *)s->midi_in, nframes);
-        uint32_t count = jack_midi_get_event_count(mb);
+        uint32_t count = jack_midi_get_event_count(mb), queued = 0;
         for (uint32_t i = 0; i < count; i++) {
             jack_midi_event_t ev;
             if (jack_midi_event_get(&ev, mb, i) != 0) continue;
@@ -196,6 +203,14 @@ int ls_jack_process(uint32_t nframes, void *arg) {
             s->midi_len[k] = (uint8_t)ev.size;
             for (uint32_t j = 0; j < ev.size; j++) s->midi_data[16u * k + j] = ev.buffer[j];
             __atomic_store_n(&s->midi_w, w + 1, __ATOMIC_RELEASE);
+            queued++;
+        }
+        if (queued && s->midi_efd >= 0) {
+            /* one non-blocking write, only in a cycle that brought MIDI: no lock, no
+               allocation; a full counter (never, in practice) just fails */
+            uint64_t one = 1;
+            ssize_t r = write(s->midi_efd, &one, sizeof one);
+            (void)r;
         }
     }
     if (!h || nframes > max_block) {  /* no engine, or one for a smaller period: silence */
@@ -394,6 +409,7 @@ class NativeJackHost:
                 self.params.watch("guide.level", self._apply_guide)
             pffi, plib = self._proc.ffi, self._proc.lib
             self._state = st = pffi.new("ls_jack_state *")
+            st.midi_efd = -1  # (zeroed memory would name stdin)
             st.client = pffi.cast("void *", _addr(self.client._ptr))
             ins = getattr(st, "in")  # (a Python keyword)
             ins[0] = pffi.cast("void *", _addr(self.inports[0]._ptr))
@@ -640,6 +656,7 @@ class NativeJackHost:
             self._proc.lib.ls_jack_set_handle(self._state, self._proc.ffi.NULL, 0)
             self.capi.livestems_destroy(self._handle)
             self._handle = None
+        self.midi_ring.close()
 
     def __enter__(self):
         return self
@@ -677,13 +694,45 @@ class NativeJackHost:
 
 class _MidiRing:
     """Control-thread side of the C callback's MIDI ring: the ``get`` of
-    :class:`~livestems.stream.midi.input.EventRing` (what :class:`JackMidiInput` reads)."""
+    :class:`~livestems.stream.midi.input.EventRing` (what :class:`JackMidiInput` reads), and
+    :meth:`wait`, which sleeps until a cycle queued events (an eventfd the C callback writes
+    once per such cycle), so the control thread does not poll the ring a thousand times a
+    second beside the audio (where ``os.eventfd`` is missing, ``wait`` is absent and the
+    controller polls)."""
 
     def __init__(self, proc, state):
         self._lib, self._ffi, self._st = proc.lib, proc.ffi, state
         self._t = proc.ffi.new("uint32_t *")
         self._n = proc.ffi.new("uint32_t *")
         self._buf = proc.ffi.new("uint8_t[16]")
+        self._efd = -1
+        if hasattr(os, "eventfd"):
+            self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            state.midi_efd = self._efd
+        else:
+            self.wait = None  # (instance attribute: the controller polls)
+
+    def wait(self, timeout: float) -> bool:
+        """Up to ``timeout`` seconds until the callback has queued events since the last
+        wait; True when it has (the events are then read with :meth:`get`)."""
+        if self._efd < 0:
+            time.sleep(timeout)
+            return False
+        ready, _, _ = select.select([self._efd], [], [], max(0.0, timeout))
+        if not ready:
+            return False
+        try:
+            os.eventfd_read(self._efd)
+        except BlockingIOError:
+            pass
+        return True
+
+    def close(self) -> None:
+        """After the process callback can no longer run (the client closed)."""
+        if self._efd >= 0:
+            self._st.midi_efd = -1
+            os.close(self._efd)
+            self._efd = -1
 
     @property
     def dropped(self) -> int:

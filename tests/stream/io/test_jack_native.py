@@ -289,9 +289,50 @@ def test_native_midi_goes_through_the_c_ring_to_the_mapping(jackd, tmp_path, mon
         assert abs(host.params.get("vocals.gain") - (-11.906)) < 1e-3
         st = host.stats()
         assert st["midi_events"] >= 1 and st["midi_dropped"] == 0
+        # with no MIDI coming, the control thread sleeps on the ring's eventfd (it polled
+        # every millisecond: a thousand wake-ups a second beside the audio threads)
+        wakeups = _thread_wakeups(ctl._thread.native_id)
+        time.sleep(1.0)
+        assert _thread_wakeups(ctl._thread.native_id) - wakeups < 50
     finally:
         if ctl is not None:
             ctl.stop()
+        host.close()
+        ctl_out.close()
+
+
+def _thread_wakeups(tid: int) -> int:
+    with open(f"/proc/self/task/{tid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches line")
+
+
+def test_native_midi_ring_wakes_its_reader_only_when_events_come(jackd, monkeypatch):
+    """The C callback writes the ring's eventfd in a cycle that queued MIDI: ``wait``
+    returns True once a CC has arrived (and ``get`` gives it), False while nothing comes."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "midi"))
+    from midirig import Controller
+
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", jackd.name)
+    ctl_out = Controller()
+    host = NativeJackHost("center", name="lswake", servername=jackd.name, safety_ms=0.0)
+    try:
+        host.activate()
+        host.client.connect(ctl_out.port, host.midi_in.name)
+        ring = host.midi_ring
+        assert ring.wait(0.2) is False  # nothing sent yet
+        ctl_out.send(0xB0, 7, 99)
+        assert ring.wait(10.0) is True
+        got = []
+        while (item := ring.get()) is not None:
+            got.append(item[1])
+        assert bytes([0xB0, 7, 99]) in got
+        assert ring.wait(0.2) is False  # drained, and no cycle has queued more
+    finally:
         host.close()
         ctl_out.close()
 
