@@ -1,7 +1,7 @@
 """A live soak measured against a baseline in the same run (issue 16, docs/LIVE.md).
 
     .venv/bin/python tools/soak.py [--minutes 10] [--rate 48000] [--period 128] [--python]
-                                   [--shim] [--safety-ms MS] [--json OUT]
+                                   [--shim] [--safety-ms MS] [--no-beside] [--json OUT]
 
 One JACK server (dummy driver, ``--no-realtime``, as the tests use), then phases of equal
 length on it:
@@ -16,6 +16,13 @@ length on it:
 4. with ``--shim``: the same with the C++ shim ``bridge/build/livestems-jack`` instead
    (``make -C bridge`` first), given the safety margin phase 2 chose and ``--quality LD``
    (the shim has no start-up choice of its own).
+
+Beside that server a second one (``--no-beside``: none) runs the baseline's two clients
+through every phase, so each phase also has a baseline counted over the same minutes: two
+identical servers side by side differ by a few xruns in a few minutes on a 2-core VM (their
+xruns mostly fall at different moments), so one sequential baseline phase says little on its
+own. A phase passes against the server beside it when that ran, else against the baseline
+phase.
 
 Xruns are counted by a client of this script that registers only an xrun callback (it has no
 process callback, so it adds nothing to the cycle). For our phases it also reads the app's own
@@ -114,12 +121,14 @@ class XrunCounter:
         self.client.close()
 
 
-def _phase(name, seconds, counter, start=None, stop=None, stats=None):
-    """Run ``seconds``; returns the phase's figures."""
+def _phase(name, seconds, counter, start=None, stop=None, stats=None, beside=None):
+    """Run ``seconds``; returns the phase's figures (``beside``: the second server's xrun
+    counter, read over the same window)."""
     proc = start() if start else None
     rss = []
     try:
         x0 = counter.count
+        b0 = beside.count if beside is not None else 0
         t0 = time.monotonic()
         while time.monotonic() - t0 < seconds:
             time.sleep(1.0)
@@ -129,9 +138,14 @@ def _phase(name, seconds, counter, start=None, stop=None, stats=None):
                 rss.append((time.monotonic() - t0, _rss_mb(proc.pid)))
         xruns = counter.count - x0
         when = [round(t - t0, 1) for t in counter.times[x0:x0 + xruns]]
+        if beside is not None:
+            nb = beside.count - b0
+            bwhen = [round(t - t0, 1) for t in beside.times[b0:b0 + nb]]
     finally:
         out = stop(proc) if proc is not None else ""
     res = {"phase": name, "seconds": seconds, "xruns": xruns, "xrun_times_s": when}
+    if beside is not None:
+        res.update(beside_xruns=nb, beside_xrun_times_s=bwhen)
     if stats is not None:
         st = json.loads(Path(stats).read_text())
         res.update({k: st.get(k) for k in ("deadline_misses", "xruns", "frame_gaps",
@@ -167,6 +181,11 @@ def main(argv=None) -> int:
     ap.add_argument("--shim", action="store_true", help="also soak the C++ shim")
     ap.add_argument("--no-baseline", action="store_true",
                     help="skip the baseline phase (when only our deadline misses matter)")
+    ap.add_argument("--no-beside", action="store_true",
+                    help="no second server: by default a second JACK server runs the "
+                         "baseline's two clients through every phase, so that each phase has "
+                         "a baseline measured over the same minutes (the machine's own "
+                         "stalls hit both servers at once)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     for tool in ("jackd", "jack_metro", "jack_thru", "jack_lsp", "jack_connect"):
@@ -180,33 +199,44 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="lssoak"))
     procs = []
 
-    def spawn(cmd, **kw):
+    def spawn(cmd, env=env, **kw):
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, **kw)
         procs.append(p)
         return p
 
     results = []
-    counter = None
-    try:
-        spawn(["jackd", "--no-realtime", "-n", server, "-d", "dummy", "-r", str(args.rate),
-               "-p", str(args.period)])
+    counter = beside = None
+
+    def baseline_server(name):
+        """A server with the baseline's clients (metronome into jack_thru) and an xrun
+        counter."""
+        e = dict(env, JACK_DEFAULT_SERVER=name)
+        spawn(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", str(args.rate),
+               "-p", str(args.period)], env=e)
         time.sleep(1.0)
         metro = spawn(["jack_metro", "-n", "lsmetro", "-b", "120", "-f", "660", "-D", "60",
-                       "-A", "0.5"])
-        thru = spawn(["jack_thru"])
-        _wait_ports(server, ["lsmetro:120_bpm"], metro, "jack_metro")
+                       "-A", "0.5"], env=e)
+        thru = spawn(["jack_thru"], env=e)
+        _wait_ports(name, ["lsmetro:120_bpm"], metro, "jack_metro")
         # jack_thru names its client itself (jack_thru:input_1 here)
-        thru_in = _wait_ports(server, lambda p: p.startswith("jack_thru:input"), thru,
+        thru_in = _wait_ports(name, lambda p: p.startswith("jack_thru:input"), thru,
                               "jack_thru")[0]
-        _connect(server, "lsmetro:120_bpm", thru_in)
-        counter = XrunCounter(server)
+        _connect(name, "lsmetro:120_bpm", thru_in)
+        return XrunCounter(name)
+
+    try:
+        counter = baseline_server(server)
+        if not args.no_beside:
+            beside = baseline_server(server + "b")
         print(f"server {server}: {args.rate} Hz, {args.period}-frame periods, "
-              f"{args.minutes:g} min per phase", flush=True)
+              f"{args.minutes:g} min per phase"
+              + ("" if beside is None else f"; beside it {server}b with the baseline's "
+                                           "clients only, through every phase"), flush=True)
 
         if not args.no_baseline:
             results.append(_phase("baseline (metronome + do-nothing client)", seconds,
-                                  counter))
+                                  counter, beside=beside))
             print(_line(results[-1]), flush=True)
 
         stats = tmp / "app.json"
@@ -231,14 +261,14 @@ def main(argv=None) -> int:
         given = ("--safety-ms", args.safety_ms) if args.safety_ms is not None else ()
         label = f"--safety-ms {args.safety_ms}" if given else "defaults"
         results.append(_phase(f"livestems jack ({label})", seconds, counter,
-                              start_app(*given), stop, stats))
+                              start_app(*given), stop, stats, beside))
         print(_line(results[-1]), flush=True)
         margin = _margin(results[-1].get("output", ""))
 
         if args.python:
             results.append(_phase(f"livestems jack --callback python ({label})", seconds,
                                   counter, start_app("--callback", "python", *given), stop,
-                                  stats))
+                                  stats, beside))
             print(_line(results[-1]), flush=True)
 
         if args.shim:
@@ -253,11 +283,12 @@ def main(argv=None) -> int:
                 return p
 
             results.append(_phase(f"C++ shim (--quality LD --safety-ms {margin})",
-                                  seconds, counter, start_shim, stop, sstats))
+                                  seconds, counter, start_shim, stop, sstats, beside))
             print(_line(results[-1]), flush=True)
     finally:
-        if counter is not None:
-            counter.close()
+        for c in (counter, beside):
+            if c is not None:
+                c.close()
         for p in reversed(procs):
             p.terminate()
             try:
@@ -268,12 +299,18 @@ def main(argv=None) -> int:
     base = None if args.no_baseline else results[0]["xruns"]
     ok = True
     for r in results[0 if base is None else 1:]:
-        good = ((base is None or r["xruns"] <= base) and r.get("deadline_misses") == 0
+        # the baseline to beat: the server beside, over the same minutes, when it ran; else
+        # the baseline phase before
+        ref = r.get("beside_xruns", base)
+        good = ((ref is None or r["xruns"] <= ref) and r.get("deadline_misses") == 0
                 and r.get("rss_growth_mb", 0.0) < 1.0)
         ok &= good
-        print(f"{r['phase']}: {'PASS' if good else 'FAIL'} (xruns {r['xruns']} vs baseline "
-              f"{'not run' if base is None else base}, deadline misses "
-              f"{r.get('deadline_misses')}, RSS growth "
+        vs = (f"baseline beside {ref}" if "beside_xruns" in r else
+              f"baseline {'not run' if base is None else base}")
+        print(f"{r['phase']}: {'PASS' if good else 'FAIL'} (xruns {r['xruns']} vs {vs}"
+              + ("" if "beside_xruns" not in r or base is None else
+                 f"; the baseline phase had {base}")
+              + f", deadline misses {r.get('deadline_misses')}, RSS growth "
               f"{r.get('rss_growth_mb', float('nan')):+.2f} MB)")
     if args.json:
         Path(args.json).write_text(json.dumps({"rate": args.rate, "period": args.period,
@@ -299,6 +336,10 @@ def _line(r: dict) -> str:
                          f"{r['safety_ms'] - r['lead_ms']['min']:.1f} ms of margin needed")
     if r.get("xrun_times_s"):
         parts.append("xruns at " + ", ".join(f"{t:g}" for t in r["xrun_times_s"][:20]) + " s")
+    if "beside_xruns" in r:
+        parts.append(f"the baseline server beside: xruns {r['beside_xruns']}"
+                     + (" at " + ", ".join(f"{t:g}" for t in r["beside_xrun_times_s"][:20])
+                        + " s" if r["beside_xrun_times_s"] else ""))
     if "rss_growth_mb" in r:
         parts.append(f"RSS {r['rss_start_mb']:.1f} -> {r['rss_end_mb']:.1f} MB "
                      f"(fitted growth {r['rss_growth_mb']:+.2f} MB)")

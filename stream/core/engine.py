@@ -205,8 +205,8 @@ class EngineStats:
     model_rate: int = 0
     resampler_latency_samples: int = 0  # both resamplers, in I/O samples (0: same rate)
     resampler_underruns: int = 0
-    #: the output queue's lead over the audio side as each hop's output landed, ms (min, p1,
-    #: p50 over the last hops): a hop that lands with a lead >= 0 is in time, so the minimum
+    #: the output queue's lead over the audio side as each hop's output landed, ms (min over
+    #: the run; p1, p50 over the last 16384 hops): a hop that lands with a lead >= 0 is in time, so the minimum
     #: is the part of the safety margin this run never needed (negative: misses)
     lead_ms: dict | None = None
 
@@ -302,6 +302,7 @@ class Engine:
         self._times = np.zeros(_TIMES_KEPT, dtype=np.float64)
         self._leads = np.zeros(_TIMES_KEPT, dtype=np.int64)  # I/O samples, see _note_lead
         self._lead_n = 0
+        self._lead_min = 0  # over the whole run (the ring above keeps the last hops)
         self.stall_hook = None  # test hook: callable run by the worker before each step
         self.nonfinite_samples = 0  # reset() zeroes it again after the warm-up hop
         self.hops_processed = 0
@@ -501,6 +502,7 @@ class Engine:
         self.worker_error: str | None = None
         self._times.fill(0.0)
         self._lead_n = 0
+        self._lead_min = 0
 
     def start(self) -> "Engine":
         """Start the worker thread (idempotent). Call :func:`warmup` before, not after."""
@@ -776,7 +778,10 @@ class Engine:
     def _note_lead(self) -> None:
         """Worker, right before output lands in the wet ring: how many samples the audio
         side will still play before it reaches them (>= 0: in time)."""
-        self._leads[self._lead_n & (_TIMES_KEPT - 1)] = self._wet.write_count - self._q
+        lead = self._wet.write_count - self._q
+        self._leads[self._lead_n & (_TIMES_KEPT - 1)] = lead
+        if lead < self._lead_min or not self._lead_n:
+            self._lead_min = lead
         self._lead_n += 1
 
     def _worker(self) -> None:
@@ -830,5 +835,8 @@ class Engine:
         if not k:
             return None
         ms = np.sort(self._leads[:k]) * (1000.0 / self.sample_rate)
-        return {"min": float(ms[0]), "p1": float(np.percentile(ms, 1)),
+        # min: the whole run's; p1, p50: the last _TIMES_KEPT outputs' (3 minutes at 11.6 ms
+        # hops: the minimum of that window alone hid the misses of a long soak's first minutes)
+        return {"min": self._lead_min * (1000.0 / self.sample_rate),
+                "p1": float(np.percentile(ms, 1)),
                 "p50": float(np.percentile(ms, 50)), "outputs": int(self._lead_n)}
