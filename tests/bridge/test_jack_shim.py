@@ -162,17 +162,27 @@ def test_midi_in_mutes_a_stem(shim, jackd_44k, reference, tmp_path):
         midi = jack.Client("lsbridge-midi", servername=jackd_44k.name, no_start_server=True)
         port = midi.midi_outports.register("out")
         pending = []
+        cycles = [0]
 
         @midi.set_process_callback
         def _send(frames):
             port.clear_buffer()
-            if pending:
+            cycles[0] += 1
+            if pending and port.number_of_connections:
                 port.write_midi_event(0, pending.pop())
 
         try:
             midi.activate()
             midi.connect(port, f"{CLIENT}:midi_in")
-            pending.append(bytes([0xB0, 20, 127]))  # sent by the next cycle, once connected
+            # jack_connect returns before the graph the cycles run has the connection: an
+            # event queued at once was once written in a cycle that still ran the old graph
+            # and never arrived (a fresh-clone CI failure). Queue it three cycles later.
+            c0, deadline = cycles[0], time.monotonic() + 10
+            while cycles[0] < c0 + 3 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            pending.append(bytes([0xB0, 20, 127]))
+            while pending and time.monotonic() < deadline:
+                time.sleep(0.005)
             time.sleep(0.5)
             lat = lsp_capture_latency(jackd_44k.name, f"{CLIENT}:mix_L")[0]
             return lat, _record(jackd_44k, reference.mixture, lat)[0]
