@@ -184,8 +184,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-beside", action="store_true",
                     help="no second server: by default a second JACK server runs the "
                          "baseline's two clients through every phase, so that each phase has "
-                         "a baseline measured over the same minutes (the machine's own "
-                         "stalls hit both servers at once)")
+                         "a baseline measured over the same minutes (their xruns mostly "
+                         "fall at different moments, but a stall of the whole machine hits "
+                         "both)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     for tool in ("jackd", "jack_metro", "jack_thru", "jack_lsp", "jack_connect"):

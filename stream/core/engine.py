@@ -206,8 +206,9 @@ class EngineStats:
     resampler_latency_samples: int = 0  # both resamplers, in I/O samples (0: same rate)
     resampler_underruns: int = 0
     #: the output queue's lead over the audio side as each hop's output landed, ms (min over
-    #: the run; p1, p50 over the last 16384 hops): a hop that lands with a lead >= 0 is in time, so the minimum
-    #: is the part of the safety margin this run never needed (negative: misses)
+    #: the run; p1, p50 over the last 16384 hops): a hop that lands with a lead >= 0 is in
+    #: time, so the minimum is the part of the safety margin this run never needed
+    #: (negative: misses)
     lead_ms: dict | None = None
 
     @property

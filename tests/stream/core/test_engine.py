@@ -1,5 +1,7 @@
 """The engine: exact streaming through push/pull, the mixer, and the dry fallback on misses."""
 
+import time
+
 import numpy as np
 import pytest
 from signals import music_like
@@ -270,7 +272,6 @@ def test_lead_minimum_covers_the_whole_run_not_only_the_kept_window(monkeypatch)
     def early_stalls(_eng):
         calls.append(1)
         if 5 <= len(calls) <= 8:
-            import time
             time.sleep(0.015)  # three blocks late, while the audio side goes on
 
     engine.stall_hook = early_stalls
