@@ -25,7 +25,9 @@ own. A phase passes against the server beside it when that ran, else against the
 phase.
 
 Xruns are counted by a client of this script that registers only an xrun callback (it has no
-process callback, so it adds nothing to the cycle). For our phases it also reads the app's own
+process callback, so it adds nothing to the cycle); each server's own log says which client
+was late for each ("jack_thru was not finished": woken, but no CPU before the next cycle) or
+that its timer thread woke late. For our phases it also reads the app's own
 statistics (deadline misses, the process callback's xruns, skipped cycles) and samples the
 process's resident memory every second: the growth is the fitted slope over the run after a
 30 s warm-up, times the run's length. Prints one line per phase and a verdict per phase: no
@@ -103,9 +105,10 @@ def _connect(server: str, src: str, dst: str, timeout: float = 60.0) -> None:
 class XrunCounter:
     """A JACK client with an xrun callback only (no process callback)."""
 
-    def __init__(self, server: str):
+    def __init__(self, server: str, log: Path | None = None):
         import jack
 
+        self.log = log  # the server's output, where it names the clients that were late
         self.count = 0
         self.times: list[float] = []  # time.monotonic() of each xrun
         self.client = jack.Client("lssoak-xruns", servername=server, no_start_server=True)
@@ -115,6 +118,26 @@ class XrunCounter:
     def _xrun(self, delay):
         self.count += 1
         self.times.append(time.monotonic())
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size if self.log is not None and self.log.exists() else 0
+
+    def causes(self, start: int) -> dict:
+        """What the server logged since byte ``start``: for each xrun, either a client "not
+        finished" when the next cycle began (it was woken but got no CPU in time), or its own
+        timer thread waking late ("driver late")."""
+        if self.log is None or not self.log.exists():
+            return {}
+        with open(self.log, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+        out: dict[str, int] = {}
+        for m in re.finditer(r"client = (\S+) was not finished", text):
+            out[m.group(1)] = out.get(m.group(1), 0) + 1
+        late = len(re.findall(r"JackTimedDriver::Process XRun", text))
+        if late:
+            out["driver late"] = late
+        return out
 
     def close(self):
         self.client.deactivate()
@@ -129,6 +152,8 @@ def _phase(name, seconds, counter, start=None, stop=None, stats=None, beside=Non
     try:
         x0 = counter.count
         b0 = beside.count if beside is not None else 0
+        l0 = counter.log_size()
+        lb0 = beside.log_size() if beside is not None else 0
         t0 = time.monotonic()
         while time.monotonic() - t0 < seconds:
             time.sleep(1.0)
@@ -138,14 +163,17 @@ def _phase(name, seconds, counter, start=None, stop=None, stats=None, beside=Non
                 rss.append((time.monotonic() - t0, _rss_mb(proc.pid)))
         xruns = counter.count - x0
         when = [round(t - t0, 1) for t in counter.times[x0:x0 + xruns]]
+        causes = counter.causes(l0)
         if beside is not None:
             nb = beside.count - b0
             bwhen = [round(t - t0, 1) for t in beside.times[b0:b0 + nb]]
+            bcauses = beside.causes(lb0)
     finally:
         out = stop(proc) if proc is not None else ""
-    res = {"phase": name, "seconds": seconds, "xruns": xruns, "xrun_times_s": when}
+    res = {"phase": name, "seconds": seconds, "xruns": xruns, "xrun_times_s": when,
+           "xrun_causes": causes}
     if beside is not None:
-        res.update(beside_xruns=nb, beside_xrun_times_s=bwhen)
+        res.update(beside_xruns=nb, beside_xrun_times_s=bwhen, beside_xrun_causes=bcauses)
     if stats is not None:
         st = json.loads(Path(stats).read_text())
         res.update({k: st.get(k) for k in ("deadline_misses", "xruns", "frame_gaps",
@@ -200,9 +228,14 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="lssoak"))
     procs = []
 
-    def spawn(cmd, env=env, **kw):
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, **kw)
+    def spawn(cmd, env=env, log=None, **kw):
+        """``log``: a file for the output (servers and baseline clients run for the whole soak
+        and nobody reads a pipe of theirs: once full, it would block their writes)."""
+        out = subprocess.PIPE if log is None else open(log, "w")
+        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if log else
+                             subprocess.PIPE, text=True, **kw)
+        if log is not None:
+            out.close()
         procs.append(p)
         return p
 
@@ -214,17 +247,17 @@ def main(argv=None) -> int:
         counter."""
         e = dict(env, JACK_DEFAULT_SERVER=name)
         spawn(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", str(args.rate),
-               "-p", str(args.period)], env=e)
+               "-p", str(args.period)], env=e, log=tmp / f"{name}.jackd.log")
         time.sleep(1.0)
         metro = spawn(["jack_metro", "-n", "lsmetro", "-b", "120", "-f", "660", "-D", "60",
-                       "-A", "0.5"], env=e)
-        thru = spawn(["jack_thru"], env=e)
+                       "-A", "0.5"], env=e, log=tmp / f"{name}.metro.log")
+        thru = spawn(["jack_thru"], env=e, log=tmp / f"{name}.thru.log")
         _wait_ports(name, ["lsmetro:120_bpm"], metro, "jack_metro")
         # jack_thru names its client itself (jack_thru:input_1 here)
         thru_in = _wait_ports(name, lambda p: p.startswith("jack_thru:input"), thru,
                               "jack_thru")[0]
         _connect(name, "lsmetro:120_bpm", thru_in)
-        return XrunCounter(name)
+        return XrunCounter(name, tmp / f"{name}.jackd.log")
 
     try:
         counter = baseline_server(server)
@@ -325,6 +358,11 @@ def _margin(output: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def _causes(c: dict) -> str:
+    return ", ".join(f"{k} {v}" if k == "driver late" else f"{k} not finished {v}"
+                     for k, v in sorted(c.items(), key=lambda kv: -kv[1]))
+
+
 def _line(r: dict) -> str:
     parts = [f"{r['phase']}: {r['seconds'] / 60:g} min, xruns {r['xruns']}"]
     if "deadline_misses" in r:
@@ -337,10 +375,14 @@ def _line(r: dict) -> str:
                          f"{r['safety_ms'] - r['lead_ms']['min']:.1f} ms of margin needed")
     if r.get("xrun_times_s"):
         parts.append("xruns at " + ", ".join(f"{t:g}" for t in r["xrun_times_s"][:20]) + " s")
+    if r.get("xrun_causes"):
+        parts.append("the server's log: " + _causes(r["xrun_causes"]))
     if "beside_xruns" in r:
         parts.append(f"the baseline server beside: xruns {r['beside_xruns']}"
                      + (" at " + ", ".join(f"{t:g}" for t in r["beside_xrun_times_s"][:20])
-                        + " s" if r["beside_xrun_times_s"] else ""))
+                        + " s" if r["beside_xrun_times_s"] else "")
+                     + (f" ({_causes(r['beside_xrun_causes'])})"
+                        if r.get("beside_xrun_causes") else ""))
     if "rss_growth_mb" in r:
         parts.append(f"RSS {r['rss_start_mb']:.1f} -> {r['rss_end_mb']:.1f} MB "
                      f"(fitted growth {r['rss_growth_mb']:+.2f} MB)")

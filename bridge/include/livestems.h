@@ -68,7 +68,10 @@ typedef enum livestems_status {
 #define LIVESTEMS_FLAG_OFFLINE 1u /* process() waits for the model (non-real-time rendering) */
 #define LIVESTEMS_FLAG_VERBOSE 2u /* print Python tracebacks to stderr (default: silent) */
 #define LIVESTEMS_FLAG_RT_WORKER 4u /* run the worker SCHED_FIFO (priority 5) when allowed:
-                                      * its deadline is one host block, like the host's */
+                                      * its deadline is one host block, like the host's. Set
+                                      * it only when the host's audio thread is real-time
+                                      * too: a real-time worker holds ordinary threads off
+                                      * for a whole hop of compute */
 
 #define LIVESTEMS_SAFETY_MS_MAX 500.0 /* largest livestems_config.safety_ms */
 

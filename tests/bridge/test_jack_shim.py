@@ -2,6 +2,7 @@
 test (tests/stream/io/test_jack.py), run against the C++ shim, plus MIDI control."""
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -10,7 +11,8 @@ import jack
 import numpy as np
 import pytest
 from bridgekit import BUILD, error_db, make
-from jackio import PlayRecord, lsp_capture_latency, wait_for_ports
+from jackio import (PlayRecord, fifo_granted, lsp_capture_latency, thread_policies,
+                    wait_for_ports)
 
 from livestems.model.evaluation.demo_song import make_demo_song
 from livestems.model.nets.registry import load_separator
@@ -153,6 +155,23 @@ def test_48k_server_resamples_and_impulse_lands_on_the_latency(shim, jackd_48k, 
         y = rec_imp[names.index(name)]
         assert int(np.argmax(np.abs(y))) == 1000 + lat, (name, np.argmax(np.abs(y)), lat)
     assert np.abs(rec_imp[names.index("vocals_L")]).max() < 1e-3
+
+
+def test_no_thread_goes_real_time_beside_a_non_realtime_server(shim, jackd_44k, tmp_path):
+    """Under `jackd --no-realtime` JACK's threads are ordinary ones; the shim's worker (its
+    deadline is a period) would go SCHED_FIFO with LIVESTEMS_FLAG_RT_WORKER and hold them off
+    for a whole hop of compute. The shim sets the flag only beside a real-time server."""
+    if not fifo_granted():
+        pytest.skip("this machine grants no SCHED_FIFO: the worker could not take it anyway")
+    proc, stats = _start(shim, jackd_44k, tmp_path)
+    try:
+        time.sleep(1.0)  # the worker sets its policy when it starts, before its first hop
+        pol = thread_policies(proc.pid)
+    finally:
+        st = _stop(proc, stats)
+    assert st["hops_processed"] > 0
+    assert len(pol) > 2  # main, JACK's threads, the worker
+    assert all(p == os.SCHED_OTHER for _, p in pol.values()), pol
 
 
 def test_midi_in_mutes_a_stem(shim, jackd_44k, reference, tmp_path):

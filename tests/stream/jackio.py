@@ -151,3 +151,28 @@ def thread_dump(pid):
                 return f"({exc.strerror})"
         lines.append(f"{tid} {read('comm')}: {read('wchan')}")
     return "\n".join(lines)
+
+
+def thread_policies(pid) -> dict:
+    """``{thread id: (name, scheduling policy)}`` of every thread of process ``pid`` (policy
+    as ``os.SCHED_*``: 0 ordinary, 1 FIFO), from /proc."""
+    out = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(task)] = (name, int(fields[38]))  # field 41 of proc(5), counted from state (3)
+    return out
+
+
+def fifo_granted() -> bool:
+    """Whether a process here may make a thread SCHED_FIFO (root or an rtprio limit): only
+    then can a test tell a worker that asks for it from one that does not."""
+    r = subprocess.run([sys.executable, "-c",
+                        "import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(5))"],
+                       capture_output=True)
+    return r.returncode == 0

@@ -183,7 +183,10 @@ livestems_t *make_handle(Shim *s, uint32_t rate, uint32_t block) {
     cfg.sample_rate = rate;
     cfg.max_block = block;
     cfg.in_channels = 2;
-    cfg.flags = LIVESTEMS_FLAG_RT_WORKER;  // a JACK client: the worker's deadline is a period
+    // The worker's deadline is a period, so it runs SCHED_FIFO (priority 5, under JACK's own
+    // threads) beside a real-time server; never beside `jackd --no-realtime`, whose threads
+    // are ordinary ones that a real-time worker would hold off for a hop of compute.
+    cfg.flags = jack_is_realtime(s->client) ? LIVESTEMS_FLAG_RT_WORKER : 0u;
     cfg.resample_quality = s->quality.empty() ? nullptr : s->quality.c_str();
     cfg.safety_ms = s->safety_ms;
     livestems_t *h = nullptr;

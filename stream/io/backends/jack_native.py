@@ -490,7 +490,11 @@ class NativeJackHost:
         cfg.sample_rate = float(rate)
         cfg.max_block = int(block)
         cfg.in_channels = 2
-        cfg.flags = _FLAG_RT_WORKER  # like the shim: the worker's deadline is a period
+        # The worker goes SCHED_FIFO (priority 5, under JACK's own threads) only beside a
+        # real-time server. Under `jackd --no-realtime` JACK's threads are ordinary ones: a
+        # real-time worker would hold them off for a whole hop of compute (1-2 ms, most of
+        # a 128-frame period), and the soak counted 2-3x the xruns of a server beside it.
+        cfg.flags = _FLAG_RT_WORKER if self.client.realtime else 0
         keep.append(self.capi_ffi.new("char[]", self.resample_quality.encode()))
         cfg.resample_quality = keep[-1]
         cfg.safety_ms = self.safety_ms

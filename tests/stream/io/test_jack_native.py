@@ -4,14 +4,16 @@ built; `--native` is the same): the process callback in C (bridge/ C API), on re
 Needs bridge/build/liblivestems.so (`make -C bridge`; tests/bridge builds it too)."""
 
 import ctypes
+import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 import soundfile as sf
-from jackio import error_db, lsp_capture_latency
+from jackio import error_db, fifo_granted, lsp_capture_latency, thread_policies
 from test_jack import PORTS, _record_song, _start_livestems, _stop
 
 from livestems.model.evaluation.demo_song import make_demo_song
@@ -100,6 +102,29 @@ def test_native_callback_runs_while_python_holds_the_gil(jackd):
     finally:
         nat.close()
         py.close()
+
+
+def test_native_worker_stays_an_ordinary_thread_beside_a_non_realtime_server(jackd):
+    """Under `jackd --no-realtime` JACK's threads are ordinary ones: a SCHED_FIFO worker would
+    hold them off for a whole hop of compute, and other clients miss their cycles (the soak
+    counted 2-3x the xruns of the server beside it; docs/LIVE.md). So the worker asks for
+    real-time only beside a real-time server."""
+    if not fifo_granted():
+        pytest.skip("this machine grants no SCHED_FIFO: the worker could not take it anyway")
+    nat = NativeJackHost("center", name="lsprio", servername=jackd.name, safety_ms=0.0)
+    try:
+        nat.activate()
+        assert nat.client.realtime is False
+        deadline = time.monotonic() + 20
+        while nat.stats()["hops_processed"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert nat.stats()["hops_processed"] > 0  # the worker is past its start-up
+        workers = [t.native_id for t in threading.enumerate() if t.name == "livestems-bridge"]
+        assert workers
+        pol = thread_policies(os.getpid())
+        assert all(pol[w][1] == os.SCHED_OTHER for w in workers), (workers, pol)
+    finally:
+        nat.close()
 
 
 def test_native_refuses_python_only_options_and_reports_a_missing_server(jackd, tmp_path):
