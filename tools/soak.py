@@ -134,9 +134,10 @@ class XrunCounter:
         out: dict[str, int] = {}
         for m in re.finditer(r"client = (\S+) was not finished", text):
             out[m.group(1)] = out.get(m.group(1), 0) + 1
-        late = len(re.findall(r"JackTimedDriver::Process XRun", text))
+        late = [int(d) for d in re.findall(r"JackTimedDriver::Process XRun = (\d+) usec", text)]
         if late:
-            out["driver late"] = late
+            out["driver late"] = len(late)
+            out["driver late max us"] = max(late)
         return out
 
     def close(self):
@@ -359,7 +360,11 @@ def _margin(output: str) -> int:
 
 
 def _causes(c: dict) -> str:
-    return ", ".join(f"{k} {v}" if k == "driver late" else f"{k} not finished {v}"
+    """``jack_thru not finished 2, driver late 3 (by up to 3827 us)``."""
+    c = dict(c)
+    late_us = c.pop("driver late max us", None)
+    return ", ".join(f"{k} {v}" + (f" (by up to {late_us} us)" if late_us is not None else "")
+                     if k == "driver late" else f"{k} not finished {v}"
                      for k, v in sorted(c.items(), key=lambda kv: -kv[1]))
 
 
