@@ -87,8 +87,8 @@ def asymmetric_pair(n_fft: int, hop: int, synthesis_len: int) -> tuple[np.ndarra
     Construction: the product ``analysis * synthesis`` is chosen as a Hann window of length
     ``M`` on the last ``M`` samples, scaled by ``2 hop / M`` so its hop-shifted copies sum to 1.
     The analysis window rises like the first half of a sqrt-Hann of length ``2 n_fft - M`` over
-    its first ``n_fft - M/2`` samples, then falls like the second half of a sqrt-Hann of length
-    ``M``; the synthesis window is the product divided by the analysis window. For
+    its first ``n_fft - M/2`` samples (``M/2`` rounded down), then falls like the second half
+    of a sqrt-Hann of length ``M``; the synthesis window is the product divided by the analysis window. For
     ``M == n_fft`` this reduces to the symmetric sqrt-Hann pair (up to the constant gain).
     """
     n_fft = _check_length(n_fft, "n_fft")
@@ -111,7 +111,9 @@ def asymmetric_pair(n_fft: int, hop: int, synthesis_len: int) -> tuple[np.ndarra
     rise_len = n - half  # analysis rises over [0, n - M/2), peaks at n - M/2, falls over the rest
     analysis = np.empty(n, dtype=np.float64)
     analysis[:rise_len] = np.sqrt(_hann64(2 * rise_len)[:rise_len])
-    analysis[rise_len:] = np.sqrt(_hann64(m)[half:])
+    # the falling part lines up with the product's Hann: analysis[i] <-> hann(M)[i - (n - M)],
+    # so it starts at hann index M - M//2 (M/2 for even M; past the peak pair for odd M)
+    analysis[rise_len:] = np.sqrt(_hann64(m)[m - half:])
 
     product = np.zeros(n, dtype=np.float64)
     product[n - m :] = _hann64(m) * (2.0 * hop / m)

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -22,6 +23,14 @@ os.environ["LIVESTEMS_MODEL"] = "center"
 # suite was started.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# Property tests (Hypothesis) draw the same examples on every run: a fresh-clone CI run must
+# not pass or fail by the luck of its random seed (one failed on an odd window length no run
+# before had drawn; that example is now pinned in the test). To explore new examples, run with
+# HYPOTHESIS_PROFILE=explore; a failure it finds belongs in the test as an @example.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real"
