@@ -88,8 +88,9 @@ def asymmetric_pair(n_fft: int, hop: int, synthesis_len: int) -> tuple[np.ndarra
     ``M`` on the last ``M`` samples, scaled by ``2 hop / M`` so its hop-shifted copies sum to 1.
     The analysis window rises like the first half of a sqrt-Hann of length ``2 n_fft - M`` over
     its first ``n_fft - M/2`` samples (``M/2`` rounded down), then falls like the second half
-    of a sqrt-Hann of length ``M``; the synthesis window is the product divided by the analysis window. For
-    ``M == n_fft`` this reduces to the symmetric sqrt-Hann pair (up to the constant gain).
+    of a sqrt-Hann of length ``M``; the synthesis window is the product divided by the
+    analysis window. For ``M == n_fft`` this reduces to the symmetric sqrt-Hann pair (up to
+    the constant gain).
     """
     n_fft = _check_length(n_fft, "n_fft")
     hop = _check_length(hop, "hop")
