@@ -493,7 +493,7 @@ class NativeJackHost:
         # The worker goes SCHED_FIFO (priority 5, under JACK's own threads) only beside a
         # real-time server. Under `jackd --no-realtime` JACK's threads are ordinary ones: a
         # real-time worker would hold them off for a whole hop of compute (1-2 ms, most of
-        # a 128-frame period), and the soak counted 2-3x the xruns of a server beside it.
+        # a 128-frame period), and the soak counted several times the xruns of a server beside it.
         cfg.flags = _FLAG_RT_WORKER if self.client.realtime else 0
         keep.append(self.capi_ffi.new("char[]", self.resample_quality.encode()))
         cfg.resample_quality = keep[-1]

@@ -107,7 +107,7 @@ def test_native_callback_runs_while_python_holds_the_gil(jackd):
 def test_native_worker_stays_an_ordinary_thread_beside_a_non_realtime_server(jackd):
     """Under `jackd --no-realtime` JACK's threads are ordinary ones: a SCHED_FIFO worker would
     hold them off for a whole hop of compute, and other clients miss their cycles (the soak
-    counted 2-3x the xruns of the server beside it; docs/LIVE.md). So the worker asks for
+    counted several times the xruns of the server beside it; docs/LIVE.md). So the worker asks for
     real-time only beside a real-time server."""
     if not fifo_granted():
         pytest.skip("this machine grants no SCHED_FIFO: the worker could not take it anyway")
