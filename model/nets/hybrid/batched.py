@@ -12,7 +12,11 @@ per-frame norms through permutes, small-kernel set-up):
 - Every conv is one GEMM, ``weights [out, taps x in] @ columns [taps x in, frames x bins]``,
   on an im2col copy of its input (strided frequency convs, causal time taps, the decoders'
   frequency x time rewrite, transposed convs as convs over blocks of ``stride`` outputs).
-  With the long axis last, the GEMMs' small channel counts cost little.
+  With the long axis last, the GEMMs' small channel counts cost little. Two exceptions: a
+  narrow residual layer (a few channels, where BLAS on a 2-row product and the activations
+  written between its five steps cost more than the arithmetic) is one numba kernel over
+  blocks of columns that stay in L1; the last transposed conv of a complex-as-channels
+  output is computed transposed, so that each block's bins land in the inverse FFT's order.
 - Everything between the GEMMs is one fused numba kernel per step
   (:mod:`.batched_kernels`), looping along the long contiguous rows: norm + affine + GELU
   (+ the next layer's skip), norm + GLU (+ frequency embedding), the residual branch's column
@@ -21,8 +25,8 @@ per-frame norms through permutes, small-kernel set-up):
 
 The arithmetic is the network's, reordered: the result differs from :meth:`stream` by float32
 rounding only (tests/model/nets/test_batched.py; tests/stream/apps/test_offline.py against
-the hop-by-hop ``step``). The packed weights are a snapshot: build a new instance after changing weights.
-Networks with layers it does not cover raise :class:`Unsupported`; callers fall back to
+the hop-by-hop ``step``). The packed weights are a snapshot: build a new instance after
+changing weights. Networks with layers it does not cover raise :class:`Unsupported`; callers fall back to
 :meth:`stream`.
 
 One instance belongs to one thread at a time. The kernels release the GIL, as torch's GEMMs
@@ -103,21 +107,34 @@ class _Gemm:
         out[:, :n].copy_(res)
         return self.out
 
-    def part(self, c0: int, c1: int) -> np.ndarray:
-        """The product over columns ``c0 .. c1`` of :attr:`col` into a small buffer of its own
-        (valid until the next call): ``[N, c1 - c0]``."""
-        n = c1 - c0
-        small = getattr(self, "_small", None)
-        if small is None or small.shape[1] < n:
-            small = self._small = np.zeros((self.N, n), np.float32)
-        out = _t(small[:, :n]) if n == small.shape[1] else _t(np.empty((self.N, n), np.float32))
-        col = _t(self.col)[:, c0:c1]
-        if self.b is None:
-            torch.mm(self.w, col, out=out)
-        else:
-            torch.addmm(self.b, self.w, col, out=out)
-        return out.numpy()
 
+class _GemmT:
+    """The product of a :class:`_Gemm`'s weights with rows reordered by ``perm``, transposed:
+    ``out [cols, N] = col [Kdim, cols].T @ w[perm].T (+ bias[perm])``, over pieces of the
+    columns of the :class:`_Gemm`'s own ``col`` (BLAS reads the transposed view in place)."""
+
+    def __init__(self, g: _Gemm, perm: np.ndarray, cols: int):
+        self.g = g
+        self.wt = g.w[torch.from_numpy(perm)].t().contiguous()  # [Kdim, N]
+        self.b = None if g.b is None else g.b[torch.from_numpy(perm), 0].reshape(1, -1).contiguous()
+        self.out = np.zeros((int(cols), g.N), np.float32)
+
+    def part(self, c0: int, c1: int) -> np.ndarray:
+        """``[c1 - c0, N]``: columns ``c0 .. c1`` (at most ``cols``), valid until the next
+        call."""
+        n = c1 - c0
+        out = _t(self.out[:n])
+        col = _t(self.g.col)[:, c0:c1].t()
+        if self.b is None:
+            torch.mm(col, self.wt, out=out)
+        else:
+            torch.addmm(self.b, col, self.wt, out=out)
+        return self.out[:n]
+
+
+#: the largest residual layer (``H * (taps + 2) * C`` multiply-adds per column) run by the fused
+#: kernel :func:`.batched_kernels.res_small` instead of im2col + GEMMs
+_SMALL_RES = 512
 
 #: frames per piece of the last decoder's transposed conv (see :meth:`BatchedNet._decode_freq`)
 _SUB = 32
@@ -167,6 +184,14 @@ class _Residual:
                 g_out=_Gemm(conv_out.weight[:, :, 0], conv_out.bias, H, cols, own_col=False),
                 no=no,
                 gain=_np(gain)))
+            L = self.layers[-1]
+            if H * (k + 2) * C <= _SMALL_RES:  # one fused kernel, the weights as arrays
+                gi, go = L["g_in"], L["g_out"]
+                bias_in = np.zeros(H, np.float32) if gi.b is None else _np(gi.b[:, 0])
+                bias_out = np.zeros(2 * C, np.float32) if go.b is None else _np(go.b[:, 0])
+                L["small"] = (_np(gi.w), bias_in, _np(go.w), bias_out,
+                              np.zeros((H, K.RES_BLOCK), np.float32),
+                              np.zeros((2 * C, K.RES_BLOCK), np.float32))
 
     def entry(self):
         """``(buffer, column offset)`` where the layer before writes the branch's input."""
@@ -180,6 +205,18 @@ class _Residual:
         ms, rs = self.scratch
         for i, L in enumerate(self.layers):
             buf = L["buf"]
+            if i + 1 < len(self.layers):
+                nxt, off = self.layers[i + 1]["buf"].a, self.layers[i + 1]["ctx"] * bins
+            else:
+                nxt, off = out, o_off
+            if "small" in L:
+                w_in, b_in, w_out, b_out, hb, ub = L["small"]
+                _, wi, bi, ei = L["ni"]
+                _, wo, bo, eo = L["no"]
+                K.res_small(buf.a, L["ctx"] * bins, n, _ct(C), _ct(L["H"]), L["dts"] * bins,
+                            w_in, b_in, wi, bi, ei, w_out, b_out, wo, bo, eo, L["gain"],
+                            nxt, off, hb, ub, ms, rs)
+                continue
             g = L["g_in"]
             K.im2col_shift(buf.a, 0, bins, bins, T, _ct(C), L["dts"], L["dfs"], 0, g.col)
             h = g(n)
@@ -187,10 +224,6 @@ class _Residual:
             K.res_ln_act(h, n, _ct(L["H"]), w, b, eps, ms, rs)
             u = L["g_out"](n, h)
             _, w, b, eps = L["no"]
-            if i + 1 < len(self.layers):
-                nxt, off = self.layers[i + 1]["buf"].a, self.layers[i + 1]["ctx"] * bins
-            else:
-                nxt, off = out, o_off
             K.res_ln_glu_add(u, n, _ct(2 * C), w, b, eps, L["gain"], buf.a, L["ctx"] * bins,
                              nxt, off, ms, rs)
 
@@ -243,9 +276,11 @@ class BatchedNet:
         self.L = L = len(net.specs)
         n_max = T * hop
         max_cols = max(T * nb, n_max)  # the widest activation: the first layers
-        # scratch of the kernels (statistics per column, or per frame and group)
-        self.ms = np.zeros(4 * max_cols, np.float32)
-        self.rs = np.zeros(4 * max_cols, np.float32)
+        # scratch of the kernels (statistics per column, per group)
+        groups = max([4] + [int(getattr(m, "groups", 1)) for m in net.modules()
+                            if isinstance(getattr(m, "groups", None), int)])
+        self.ms = np.zeros(groups * max_cols, np.float32)
+        self.rs = np.zeros(groups * max_cols, np.float32)
         scratch = (self.ms, self.rs)
 
         # -- input: STFT context, mixture delay --
@@ -410,6 +445,13 @@ class BatchedNet:
             raise Unsupported("spectrogram output geometry")
         if self.tdec[-1]["cout"] != Ko or self.tdec[-1]["m"] * self.tdec[-1]["s"] != n_max:
             raise Unsupported("waveform output geometry")
+        if not self.mask and last["norm_out"][0] == 0 and last["pad"] < last["s"]:
+            # CaC: the last transposed conv straight into the inverse FFT's input, from a
+            # transposed product whose rows are (stem channel, bin in block, re/im)
+            s = last["s"]
+            perm = np.array([(2 * k + ri) * s + r for k in range(Ko) for r in range(s)
+                             for ri in range(2)], np.int64)
+            last["up_t"] = _GemmT(last["up"], perm, self.sub * last["Fa"])
         # the spectrogram branch's output (frames of Fa * s bins, the crop either side)
         self.so = np.zeros((2 * Ko, T * last["Fa"] * last["s"]), np.float32)
         # the waveform branch's output, delayed by the inverse STFT's latency
@@ -655,15 +697,15 @@ class BatchedNet:
             dst, doff = res.entry()
         else:
             dst, doff = rw.col, 0
-        K.norm_act(y, 0, nb, nb, T, _ct(C), g, w, b, eps, True, inj, use_inj, dst, doff, nb,
-                   _D2, 0, 0, False, ms, rs)
+        K.norm_act(y, 0, nb, T, _ct(C), g, w, b, eps, True, inj, use_inj, dst, doff,
+                   _D2, 0, False, ms, rs)
         if res is not None:
             res.run(T, rw.col, 0)
         u = rw(T * nb)
         g, w, b, eps = lay["norm_rw"]
         out = lay["out"]
-        K.norm_glu(u, 0, nb, nb, T, _ct(2 * C), g, w, b, eps, self.emb if emb else _D2,
-                   emb and self.use_emb, out.a, out.ctx, nb, _D2, 0, 0, False, ms, rs)
+        K.norm_glu(u, 0, nb, T, _ct(2 * C), g, w, b, eps, self.emb if emb else _D2,
+                   emb and self.use_emb, out.a, out.ctx, _D2, 0, False, ms, rs)
 
     def _decode_freq(self, i, T):
         ms, rs = self.ms, self.rs
@@ -677,27 +719,24 @@ class BatchedNet:
         tdec = self.tdec[i]
         bare = tdec["bare"]
         ui = tdec["uin"]
-        K.norm_glu(u, 0, F, F, T, _ct(2 * Cz), gr, w, b, eps, _D2, False, d["pre"], 0, F,
-                   ui.a if bare else _D2, ui.ctx, 1, bare, ms, rs)
+        K.norm_glu(u, 0, F, T, _ct(2 * Cz), gr, w, b, eps, _D2, False, d["pre"], 0,
+                   ui.a if bare else _D2, ui.ctx, bare, ms, rs)
         gu = d["up"]
         K.im2col_up(d["pre"], 0, F, F, T, _ct(Cz), d["mb"], gu.col)
         gn, w, b, eps = d["norm_out"]
         zl = d["Fa"] * d["s"]
-        if d["last"] and not self.mask and gn == 0 and d["pad"] < d["s"] and self.sub:
-            # CaC: straight into the inverse FFT, a few frames at a time so that the
-            # transposed conv's output (the largest activation) stays in cache
+        if "up_t" in d:
+            # CaC: straight into the inverse FFT's input, a few frames at a time so that the
+            # transposed conv's output (the largest activation) stays in cache; the product
+            # transposed, so that each block's bins of a stem channel are contiguous
             Fa = d["Fa"]
             for t0 in range(0, T, self.sub):
                 t1 = min(T, t0 + self.sub)
-                yb = gu.part(t0 * Fa, t1 * Fa)
-                K.up_to_ifft(yb, Fa, t1 - t0, _ct(d["s"]), _ct(self.Ko), d["pad"], self.nb,
+                yt = d["up_t"].part(t0 * Fa, t1 * Fa)
+                K.up_to_ifft(yt, Fa, t1 - t0, _ct(d["s"]), _ct(self.Ko), d["pad"], self.nb,
                              self.zr, t0)
             return
         yb = gu(T * d["Fa"])
-        if d["last"] and not self.mask and gn == 0 and d["pad"] < d["s"]:
-            K.up_to_ifft(yb, d["Fa"], T, _ct(d["s"]), _ct(self.Ko), d["pad"], self.nb,
-                         self.zr, 0)
-            return
         if d["last"]:
             out, ooff, post, poff, ppitch, use_post = self.so, 0, _D2, 0, 0, False
         else:
@@ -721,8 +760,8 @@ class BatchedNet:
             K.im2col_shift(inp.a, 0, 1, 1, m, _ct(cin), t["dts"], t["dfs"], 0, g.col)
             u = g(m)
             gr, w, b, eps = t["norm_rw"]
-            K.norm_glu(u, 0, 1, 1, m, _ct(2 * cin), gr, w, b, eps, _D2, False, ui.a, ui.ctx, 1,
-                       _D2, 0, 0, False, ms, rs)
+            K.norm_glu(u, 0, 1, m, _ct(2 * cin), gr, w, b, eps, _D2, False, ui.a, ui.ctx,
+                       _D2, 0, False, ms, rs)
         gu = t["up"]
         # block j: frame j (taps 0..s-1) and frame j - 1 (taps s..2s-1)
         K.im2col_shift(ui.a, 0, 1, 1, m, _ct(cin), _UP_DTS, _UP_DFS, 0, gu.col)
