@@ -32,11 +32,11 @@ __all__ = ["OFFLINE_CHUNK_HOPS", "SEGMENT_SECONDS", "BLOCK_FRAMES", "ENGINES",
            "separate_array", "iter_separated", "set_threads", "Timer", "batched_engine",
            "block_runner", "prepare"]
 
-#: STFT hops per chunk for the batched path (128 hops of 256 samples = 0.74 s at 44.1 kHz):
-#: long enough that per-call overhead is amortised, short enough that a chunk's activations
-#: stay in cache; measured fastest of 16/32/64/128/256 for the batched engine on the 2-core VM
-#: with one torch thread (docs/SCALE.md)
-OFFLINE_CHUNK_HOPS = 128
+#: STFT hops per chunk for the batched path (512 hops of 256 samples = 3 s at 44.1 kHz): long
+#: enough that the ~100 kernel and GEMM calls per chunk (2-7 us of Python each) cost ~1 %;
+#: rt-tiny on one thread ran 45.3x / 48.4x / 50.9x / 51.6x / 46.6x at 64 / 128 / 256 / 512 /
+#: 1024 hops once its kernels ran along whole rows (session 11; docs/SCALE.md)
+OFFLINE_CHUNK_HOPS = 512
 
 #: audio per segment of :func:`iter_separated`: memory stays that many seconds of stems,
 #: whatever the file's length (an hour of stems at once would be ~5 GB)

@@ -177,21 +177,20 @@ class _Residual:
             H = conv.out_channels
             ctx = conv_in.context
             w = conv.weight.detach().permute(0, 2, 1).reshape(H, k * C)
-            self.layers.append(dict(
-                buf=_Ctx(C, ctx * bins, cols), ctx=ctx, H=H,
-                dts=np.arange(k, dtype=np.int64) * d, dfs=np.zeros(k, np.int64),
-                g_in=_Gemm(w, conv.bias, k * C, cols), ni=ni,
-                g_out=_Gemm(conv_out.weight[:, :, 0], conv_out.bias, H, cols, own_col=False),
-                no=no,
-                gain=_np(gain)))
-            L = self.layers[-1]
+            w_out = conv_out.weight[:, :, 0]
+            L = dict(buf=_Ctx(C, ctx * bins, cols), ctx=ctx, H=H,
+                     dts=np.arange(k, dtype=np.int64) * d, dfs=np.zeros(k, np.int64),
+                     ni=ni, no=no, gain=_np(gain))
             if H * (k + 2) * C <= _SMALL_RES:  # one fused kernel, the weights as arrays
-                gi, go = L["g_in"], L["g_out"]
-                bias_in = np.zeros(H, np.float32) if gi.b is None else _np(gi.b[:, 0])
-                bias_out = np.zeros(2 * C, np.float32) if go.b is None else _np(go.b[:, 0])
-                L["small"] = (_np(gi.w), bias_in, _np(go.w), bias_out,
+                def bias(b, n):
+                    return np.zeros(n, np.float32) if b is None else _np(b)
+                L["small"] = (_np(w), bias(conv.bias, H), _np(w_out), bias(conv_out.bias, 2 * C),
                               np.zeros((H, K.RES_BLOCK), np.float32),
                               np.zeros((2 * C, K.RES_BLOCK), np.float32))
+            else:
+                L["g_in"] = _Gemm(w, conv.bias, k * C, cols)
+                L["g_out"] = _Gemm(w_out, conv_out.bias, H, cols, own_col=False)
+            self.layers.append(L)
 
     def entry(self):
         """``(buffer, column offset)`` where the layer before writes the branch's input."""
@@ -452,6 +451,7 @@ class BatchedNet:
             perm = np.array([(2 * k + ri) * s + r for k in range(Ko) for r in range(s)
                              for ri in range(2)], np.int64)
             last["up_t"] = _GemmT(last["up"], perm, self.sub * last["Fa"])
+            last["up"].out = np.zeros((last["up"].N, 0), np.float32)  # (never used)
         # the spectrogram branch's output (frames of Fa * s bins, the crop either side)
         self.so = np.zeros((2 * Ko, T * last["Fa"] * last["s"]), np.float32)
         # the waveform branch's output, delayed by the inverse STFT's latency

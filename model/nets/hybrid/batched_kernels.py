@@ -209,6 +209,21 @@ def im2col_shift(x, x_off, x_pitch, F, T, cin_t, dts, dfs, c, out):
             continue
         f0 = max(0, c - df)
         f1 = min(F, F + c - df)
+        if F < 4:  # short frames: along the frames, one output bin at a time
+            for ci in range(Cin):
+                orow = out[q * Cin + ci]
+                xrow = x[ci]
+                for f in range(F):
+                    of = orow[f:f + (T - 1) * F + 1]
+                    if f < f0 or f >= f1:
+                        for t in range(T):
+                            of[t * F] = f32(0.0)
+                    else:
+                        base = x_off + dt * x_pitch + f + df - c
+                        src = xrow[base:base + (T - 1) * x_pitch + 1]
+                        for t in range(T):
+                            of[t * F] = src[t * x_pitch]
+            continue
         for ci in range(Cin):
             orow = out[q * Cin + ci]
             xrow = x[ci]
@@ -232,6 +247,21 @@ def im2col_up(x, x_off, x_pitch, F, T, cin_t, m, out):
     a - j < F``, else 0; the GEMM then gives output block ``a`` (bins ``a * s ..``)."""
     Cin = len(cin_t)
     Fa = F + m - 1
+    if F < 4:  # short frames: along the frames, one output block at a time
+        for j in range(m):
+            for ci in range(Cin):
+                orow = out[j * Cin + ci]
+                xrow = x[ci]
+                for a in range(Fa):
+                    oa = orow[a:a + (T - 1) * Fa + 1]
+                    if a < j or a >= j + F:
+                        for t in range(T):
+                            oa[t * Fa] = f32(0.0)
+                    else:
+                        src = xrow[x_off + a - j:x_off + a - j + (T - 1) * x_pitch + 1]
+                        for t in range(T):
+                            oa[t * Fa] = src[t * x_pitch]
+        return
     for j in range(m):
         for ci in range(Cin):
             orow = out[j * Cin + ci]
