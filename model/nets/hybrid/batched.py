@@ -26,10 +26,10 @@ per-frame norms through permutes, small-kernel set-up):
 The arithmetic is the network's, reordered: the result differs from :meth:`stream` by float32
 rounding only (tests/model/nets/test_batched.py; tests/stream/apps/test_offline.py against
 the hop-by-hop ``step``). The packed weights are a snapshot: build a new instance after
-changing weights. Networks with layers it does not cover raise :class:`Unsupported`; callers fall back to
-:meth:`stream`.
+changing weights. Networks with layers it does not cover raise :class:`Unsupported`; callers
+fall back to :meth:`stream`.
 
-One instance belongs to one thread at a time. The kernels release the GIL, as torch's GEMMs
+One instance belongs to one thread at a time. The kernels release the GIL, as numpy's GEMMs
 do, so instances in two threads run in parallel.
 """
 
@@ -41,7 +41,8 @@ import torch
 from . import batched_kernels as K
 from .causal import CausalHybridNet
 
-__all__ = ["BatchedNet", "Unsupported", "MAX_CHANNELS"]
+__all__ = ["BatchedNet", "BlockRunner", "Unsupported", "MAX_CHANNELS",
+           "blas_on_this_thread"]
 
 
 #: the widest layer (conv output channels) the engine takes: its kernels are compiled for each
@@ -78,12 +79,13 @@ def _norm(norm):
 
 
 class _Gemm:
-    """``out [N, cols] = w [N, Kdim] @ cols [Kdim, cols] (+ bias)`` into preallocated memory."""
+    """``out [N, cols] = w [N, Kdim] @ cols [Kdim, cols] (+ bias)`` into preallocated memory,
+    through numpy's BLAS (see :func:`blas_on_this_thread`)."""
 
     def __init__(self, w: torch.Tensor, bias: torch.Tensor | None, kdim: int, cols: int,
                  own_col: bool = True):
-        self.w = w.detach().contiguous().float()
-        self.b = None if bias is None else bias.detach().float().reshape(-1, 1).contiguous()
+        self.w = _np(w)
+        self.b = None if bias is None else _np(bias).reshape(-1, 1)
         self.N, self.K = self.w.shape
         if self.K != kdim:
             raise Unsupported("weight packing")
@@ -93,19 +95,15 @@ class _Gemm:
     def __call__(self, n: int, col: np.ndarray | None = None) -> np.ndarray:
         """The product over the first ``n`` columns of ``col`` (default :attr:`col`, the same
         width); returns the output (its first ``n`` columns are the result)."""
-        col = _t(self.col if col is None else col)
-        out = _t(self.out)
+        col = self.col if col is None else col
+        out = self.out
         if n == col.shape[1] == out.shape[1]:
-            if self.b is None:
-                torch.mm(self.w, col, out=out)
-            else:
-                torch.addmm(self.b, self.w, col, out=out)
-            return self.out
-        # fewer columns (a short last chunk): BLAS on the strided views, then a copy
-        res = (torch.mm(self.w, col[:, :n]) if self.b is None
-               else torch.addmm(self.b, self.w, col[:, :n]))
-        out[:, :n].copy_(res)
-        return self.out
+            np.matmul(self.w, col, out=out)
+        else:  # fewer columns (a short last chunk)
+            out[:, :n] = self.w @ col[:, :n]
+        if self.b is not None:
+            np.add(out[:, :n], self.b, out=out[:, :n])
+        return out
 
 
 class _GemmT:
@@ -115,21 +113,56 @@ class _GemmT:
 
     def __init__(self, g: _Gemm, perm: np.ndarray, cols: int):
         self.g = g
-        self.wt = g.w[torch.from_numpy(perm)].t().contiguous()  # [Kdim, N]
-        self.b = None if g.b is None else g.b[torch.from_numpy(perm), 0].reshape(1, -1).contiguous()
+        self.wt = np.ascontiguousarray(g.w[perm].T)  # [Kdim, N]
+        self.b = None if g.b is None else np.ascontiguousarray(g.b[perm, 0][None])
         self.out = np.zeros((int(cols), g.N), np.float32)
 
     def part(self, c0: int, c1: int) -> np.ndarray:
         """``[c1 - c0, N]``: columns ``c0 .. c1`` (at most ``cols``), valid until the next
         call."""
-        n = c1 - c0
-        out = _t(self.out[:n])
-        col = _t(self.g.col)[:, c0:c1].t()
-        if self.b is None:
-            torch.mm(col, self.wt, out=out)
+        out = self.out[:c1 - c0]
+        np.matmul(self.g.col[:, c0:c1].T, self.wt, out=out)
+        if self.b is not None:
+            np.add(out, self.b, out=out)
+        return out
+
+
+_BLAS = []  # [threadpoolctl controller of the process's BLAS libraries, or None]
+
+
+def numpy_blas_paths(info: list[dict]) -> list[str]:
+    """The files among threadpoolctl's ``info`` that numpy's wheel brings (``numpy.libs``
+    beside the package, or inside it)."""
+    import os
+
+    here = os.path.dirname(np.__file__)
+    return [i["filepath"] for i in info
+            if i["filepath"].startswith((here + ".libs", here + os.sep))]
+
+
+def blas_on_this_thread():
+    """A context in which numpy's BLAS (the engine's GEMMs) runs on the calling thread alone.
+
+    The engine's parallelism is one engine per thread or process (:class:`BlockRunner`, the
+    library's workers); a BLAS thread pool on top would oversubscribe the cores, and OpenBLAS's
+    threads spin while they wait. The limit is process-wide while the context is open (BLAS
+    libraries have one setting) and restored after; it costs ~20 us to enter. It holds the BLAS
+    that numpy's own wheel brings (other BLAS libraries in the process, scipy's or torch's,
+    are not the engine's), or every BLAS loaded where numpy links a system one. Without
+    ``threadpoolctl`` it does nothing."""
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - a dependency
+            _BLAS.append(None)
         else:
-            torch.addmm(self.b, col, self.wt, out=out)
-        return self.out[:n]
+            blas = ThreadpoolController().select(user_api="blas")
+            mine = numpy_blas_paths(blas.info())
+            _BLAS.append(blas.select(filepath=mine) if mine else blas)
+    if _BLAS[0] is None:  # pragma: no cover
+        import contextlib
+        return contextlib.nullcontext()
+    return _BLAS[0].limit(limits=1)
 
 
 #: the largest residual layer (``H * (taps + 2) * C`` multiply-adds per column) run by the fused
@@ -528,7 +561,7 @@ class BatchedNet:
         T = n // hop
         if T == 0:
             return np.zeros((self.S, C, 0), np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), blas_on_this_thread():
             return self._run(x, T, n)
 
     def _run(self, x, T, n):
@@ -969,11 +1002,12 @@ class BlockRunner:
 
         pool = [threading.Thread(target=worker, args=(i,), daemon=True)
                 for i in range(1, min(self.threads, len(starts)))]
-        for t in pool:
-            t.start()
-        worker(0)
-        for t in pool:
-            t.join()
+        with blas_on_this_thread():  # (the blocks' threads run their GEMMs themselves)
+            for t in pool:
+                t.start()
+            worker(0)
+            for t in pool:
+                t.join()
         if errors:
             raise errors[0]
         self._bott_tail, self._state = chain[-1]

@@ -179,3 +179,35 @@ def test_blocks_warmed_up_by_warmup_frames_are_exact_and_fewer_frames_are_not():
     print(f"warm-up {warm} frames: max error {exact:.1e}; {warm - 6} frames: {short:.1e}")
     assert exact < 1e-6
     assert short > 1e-5
+
+
+def test_gemms_run_on_the_calling_thread_and_the_blas_setting_is_restored(monkeypatch):
+    """The engine's parallelism is one engine per thread or worker process; a BLAS thread
+    pool under each would put twice as many busy threads as cores on the machine. While the
+    engine runs, numpy's BLAS is held to one thread; afterwards the user's setting is back."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from livestems.model.nets.hybrid import batched
+    from livestems.model.nets.registry import load_separator
+
+    def blas_threads():  # numpy's own BLAS (scipy's, also loaded in tests, is not the engine's)
+        info = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        mine = batched.numpy_blas_paths(info) or [i["filepath"] for i in info]
+        return sorted({i["num_threads"] for i in info if i["filepath"] in mine})
+
+    net = load_separator("rt-tiny").module
+    engine = BatchedNet(net, frames=8)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        seen = []
+        call = batched._Gemm.__call__
+
+        def spy(self, *a, **k):
+            seen.append(tuple(blas_threads()))
+            return call(self, *a, **k)
+
+        monkeypatch.setattr(batched._Gemm, "__call__", spy)
+        engine.run(_signal(net, 8))
+        after = blas_threads()
+    assert before == [2], before  # (numpy's wheels bring OpenBLAS; 2 is settable anywhere)
+    assert seen and set(seen) == {(1,)}, set(seen)
+    assert after == before
