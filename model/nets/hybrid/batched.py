@@ -86,22 +86,26 @@ class _Gemm:
                  own_col: bool = True):
         self.w = _np(w)
         self.b = None if bias is None else _np(bias).reshape(-1, 1)
+        # the bias as a vector (zeros for none), for the kernels that add it themselves
+        self.bz = np.zeros(self.w.shape[0], np.float32) if bias is None else self.b[:, 0].copy()
         self.N, self.K = self.w.shape
         if self.K != kdim:
             raise Unsupported("weight packing")
         self.col = np.zeros((kdim, cols if own_col else 0), np.float32)
         self.out = np.zeros((self.N, cols), np.float32)
 
-    def __call__(self, n: int, col: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, n: int, col: np.ndarray | None = None, bias: bool = True) -> np.ndarray:
         """The product over the first ``n`` columns of ``col`` (default :attr:`col`, the same
-        width); returns the output (its first ``n`` columns are the result)."""
+        width); returns the output (its first ``n`` columns are the result). ``bias=False``:
+        without the bias, for a kernel that adds :attr:`bz` as it reads the output (one pass
+        over it fewer)."""
         col = self.col if col is None else col
         out = self.out
         if n == col.shape[1] == out.shape[1]:
             np.matmul(self.w, col, out=out)
         else:  # fewer columns (a short last chunk)
             out[:, :n] = self.w @ col[:, :n]
-        if self.b is not None:
+        if bias and self.b is not None:
             np.add(out[:, :n], self.b, out=out[:, :n])
         return out
 
@@ -114,16 +118,14 @@ class _GemmT:
     def __init__(self, g: _Gemm, perm: np.ndarray, cols: int):
         self.g = g
         self.wt = np.ascontiguousarray(g.w[perm].T)  # [Kdim, N]
-        self.b = None if g.b is None else np.ascontiguousarray(g.b[perm, 0][None])
+        self.bz = g.bz[perm].copy()  # the bias, for the kernel that reads the output
         self.out = np.zeros((int(cols), g.N), np.float32)
 
     def part(self, c0: int, c1: int) -> np.ndarray:
-        """``[c1 - c0, N]``: columns ``c0 .. c1`` (at most ``cols``), valid until the next
-        call."""
+        """``[c1 - c0, N]``: columns ``c0 .. c1`` (at most ``cols``), without the bias
+        (:attr:`bz`), valid until the next call."""
         out = self.out[:c1 - c0]
         np.matmul(self.g.col[:, c0:c1].T, self.wt, out=out)
-        if self.b is not None:
-            np.add(out, self.b, out=out)
         return out
 
 
@@ -600,9 +602,9 @@ class BatchedNet:
             g = tl["conv"]
             K.im2col_stride(x_src, x_off, 0, -tl["s"], 1 << 60, 1, _ct(tl["cin"]), tl["s"],
                             tl["s"], 2 * tl["s"], m, g.col)
-            y = g(m)
+            y = g(m, bias=tl["bare"])  # (a bare layer's output is added as it is, below)
             if not tl["bare"]:
-                self._encode(tl, y, m, 1, _D2, False)
+                self._encode(tl, y, g.bz, m, 1, _D2, False)
                 x_src, x_off = tl["out"].a, tl["out"].ctx
             zl = self.zenc[i]
             g = zl["conv"]
@@ -613,9 +615,9 @@ class BatchedNet:
                 prev = self.zenc[i - 1]
                 K.im2col_stride(prev["out"].a, la * prev["fout"], prev["fout"], 0, prev["fout"],
                                 T, _ct(zl["cin"]), zl["s"], zl["p"], zl["k"], fo, g.col)
-            y = g(T * fo)
+            y = g(T * fo, bias=False)
             merge = tl["bare"]
-            self._encode(zl, y, T, fo, self.tenc[i]["conv"].out if merge else _D2, merge,
+            self._encode(zl, y, g.bz, T, fo, self.tenc[i]["conv"].out if merge else _D2, merge,
                          emb=(i == 0))
         last = self.zenc[-1]["out"]
         return last.a[:, la:la + T]  # [width, T] (the new frames)
@@ -718,9 +720,9 @@ class BatchedNet:
             out = self._decode_all(bott, T, n)
         return out[..., warm * self.hop:]
 
-    def _encode(self, lay, y, T, nb, inj, use_inj, emb=False):
-        """After an encoder conv ``y [C, T * nb]``: norm + GELU, residual, rewrite + norm + GLU
-        into the layer's output buffer (its new columns)."""
+    def _encode(self, lay, y, bias, T, nb, inj, use_inj, emb=False):
+        """After an encoder conv ``y [C, T * nb]`` (its ``bias`` not yet added): norm + GELU,
+        residual, rewrite + norm + GLU into the layer's output buffer (its new columns)."""
         ms, rs = self.ms, self.rs
         C = lay["cout"]
         g, w, b, eps = lay["norm"]
@@ -730,14 +732,14 @@ class BatchedNet:
             dst, doff = res.entry()
         else:
             dst, doff = rw.col, 0
-        K.norm_act(y, 0, nb, T, _ct(C), g, w, b, eps, True, inj, use_inj, dst, doff,
+        K.norm_act(y, 0, nb, T, _ct(C), bias, g, w, b, eps, True, inj, use_inj, dst, doff,
                    _D2, 0, False, ms, rs)
         if res is not None:
             res.run(T, rw.col, 0)
-        u = rw(T * nb)
+        u = rw(T * nb, bias=False)
         g, w, b, eps = lay["norm_rw"]
         out = lay["out"]
-        K.norm_glu(u, 0, nb, T, _ct(2 * C), g, w, b, eps, self.emb if emb else _D2,
+        K.norm_glu(u, 0, nb, T, _ct(2 * C), rw.bz, g, w, b, eps, self.emb if emb else _D2,
                    emb and self.use_emb, out.a, out.ctx, _D2, 0, False, ms, rs)
 
     def _decode_freq(self, i, T):
@@ -747,12 +749,12 @@ class BatchedNet:
         inp = d["inp"]
         g = d["rw"]
         K.im2col_shift(inp.a, d["crop"], pitch, F, T, _ct(Cz), d["dts"], d["dfs"], c, g.col)
-        u = g(T * F)
+        u = g(T * F, bias=False)
         gr, w, b, eps = d["norm_rw"]
         tdec = self.tdec[i]
         bare = tdec["bare"]
         ui = tdec["uin"]
-        K.norm_glu(u, 0, F, T, _ct(2 * Cz), gr, w, b, eps, _D2, False, d["pre"], 0,
+        K.norm_glu(u, 0, F, T, _ct(2 * Cz), g.bz, gr, w, b, eps, _D2, False, d["pre"], 0,
                    ui.a if bare else _D2, ui.ctx, bare, ms, rs)
         gu = d["up"]
         K.im2col_up(d["pre"], 0, F, F, T, _ct(Cz), d["mb"], gu.col)
@@ -766,10 +768,10 @@ class BatchedNet:
             for t0 in range(0, T, self.sub):
                 t1 = min(T, t0 + self.sub)
                 yt = d["up_t"].part(t0 * Fa, t1 * Fa)
-                K.up_to_ifft(yt, Fa, t1 - t0, _ct(d["s"]), _ct(self.Ko), d["pad"], self.nb,
-                             self.zr, t0)
+                K.up_to_ifft(yt, Fa, t1 - t0, _ct(d["s"]), _ct(self.Ko), d["up_t"].bz, d["pad"],
+                             self.nb, self.zr, t0)
             return
-        yb = gu(T * d["Fa"])
+        yb = gu(T * d["Fa"], bias=False)
         if d["last"]:
             out, ooff, post, poff, ppitch, use_post = self.so, 0, _D2, 0, 0, False
         else:
@@ -777,7 +779,7 @@ class BatchedNet:
             out, ooff = nxt["inp"].a, nxt["inp"].ctx
             enc = self.zenc[self.L - 2 - i]
             post, poff, ppitch, use_post = enc["out"].a, 0, enc["fout"], True
-        K.up_norm_act(yb, d["Fa"], T, _ct(d["s"]), _ct(d["cu"]), gn, w, b, eps, False,
+        K.up_norm_act(yb, d["Fa"], T, _ct(d["s"]), _ct(d["cu"]), gu.bz, gn, w, b, eps, False,
                       not d["last"], out, ooff, zl, post, poff, ppitch, d["pad"], use_post,
                       ms, rs)
 
@@ -791,14 +793,14 @@ class BatchedNet:
             inp = t["inp"]
             g = t["rw"]
             K.im2col_shift(inp.a, 0, 1, 1, m, _ct(cin), t["dts"], t["dfs"], 0, g.col)
-            u = g(m)
+            u = g(m, bias=False)
             gr, w, b, eps = t["norm_rw"]
-            K.norm_glu(u, 0, 1, m, _ct(2 * cin), gr, w, b, eps, _D2, False, ui.a, ui.ctx,
+            K.norm_glu(u, 0, 1, m, _ct(2 * cin), g.bz, gr, w, b, eps, _D2, False, ui.a, ui.ctx,
                        _D2, 0, False, ms, rs)
         gu = t["up"]
         # block j: frame j (taps 0..s-1) and frame j - 1 (taps s..2s-1)
         K.im2col_shift(ui.a, 0, 1, 1, m, _ct(cin), _UP_DTS, _UP_DFS, 0, gu.col)
-        yb = gu(m)
+        yb = gu(m, bias=False)
         gn, w, b, eps = t["norm_out"]
         if t["last"]:
             out, ooff, post, poff, use_post = self.wave.a, self.wave.ctx, _D2, 0, False
@@ -809,7 +811,7 @@ class BatchedNet:
             post = enc["out"].a
             poff = enc["out"].ctx - enc["delay"]
             use_post = True
-        K.up_norm_act(yb, m, 1, _ct(s), _ct(cout), gn, w, b, eps, True, not t["last"], out,
+        K.up_norm_act(yb, m, 1, _ct(s), _ct(cout), gu.bz, gn, w, b, eps, True, not t["last"], out,
                       ooff, m * s, post, poff, m * s, 0, use_post, ms, rs)
 
     def _carry(self, T, n):

@@ -282,9 +282,10 @@ def im2col_up(x, x_off, x_pitch, F, T, cin_t, m, out):
 
 
 @numba.njit(inline="always", **_JIT)
-def _frame_stats(x, x_off, nb, N, c_lo, c_hi, cnt, eps, m, r):
+def _frame_stats(x, x_off, nb, N, c_lo, c_hi, cnt, eps, m, r, bias):
     """Group statistics per frame of contiguous frames: over rows ``c_lo .. c_hi`` of ``x``
-    (columns ``x_off .. x_off + N``, frames of ``nb``), the mean into every column of ``m``
+    plus ``bias[row]`` (columns ``x_off .. x_off + N``, frames of ``nb``), the mean into every
+    column of ``m``
     and 1/std into every column of ``r`` (so the apply pass is one flat loop). Column sums
     over the rows first (flat, vectorised), then per frame; two passes (mean, then squared
     deviations), as torch's group norm."""
@@ -294,8 +295,9 @@ def _frame_stats(x, x_off, nb, N, c_lo, c_hi, cnt, eps, m, r):
         r[i] = f32(0.0)
     for c in range(c_lo, c_hi):
         xr = x[c, x_off:x_off + N]
+        bc = bias[c]
         for i in range(N):
-            m[i] += xr[i]
+            m[i] += xr[i] + bc
     if nb == 1:
         for i in range(N):
             m[i] *= inv
@@ -310,8 +312,9 @@ def _frame_stats(x, x_off, nb, N, c_lo, c_hi, cnt, eps, m, r):
                 mt[f] = s
     for c in range(c_lo, c_hi):
         xr = x[c, x_off:x_off + N]
+        bc = bias[c]
         for i in range(N):
-            d = xr[i] - m[i]
+            d = xr[i] + bc - m[i]
             r[i] += d * d
     if nb == 1:
         for i in range(N):
@@ -328,11 +331,11 @@ def _frame_stats(x, x_off, nb, N, c_lo, c_hi, cnt, eps, m, r):
 
 
 @numba.njit(**_KERNEL)
-def norm_act(y, y_off, nb, T, ct, G, w, b, eps, act, inj, use_inj, out, o_off, post, p_off,
-             use_post, ms, rs):
-    """Rows = C channels, ``T`` frames of ``nb`` bins back to back from column ``y_off``.
-    Optional ``inj[c, t]`` added to every bin of frame ``t`` (in place in ``y``, which is the
-    caller's scratch), group norm per frame over (bins, C/G channels) with affine ``w, b``
+def norm_act(y, y_off, nb, T, ct, bias, G, w, b, eps, act, inj, use_inj, out, o_off, post,
+             p_off, use_post, ms, rs):
+    """Rows = C channels, ``T`` frames of ``nb`` bins back to back from column ``y_off``, plus
+    ``bias[c]`` (the conv's, not yet added by its GEMM). Optional ``inj[c, t]`` added to every
+    bin of frame ``t`` (in place in ``y``, which is the caller's scratch), group norm per frame over (bins, C/G channels) with affine ``w, b``
     (``G == 0``: none), GELU if ``act``, plus ``post`` (from ``p_off``) if ``use_post``; into
     ``out`` (from ``o_off``). ``ms, rs``: scratch of ``max(G, 1) * T * nb`` values."""
     C = len(ct)
@@ -350,24 +353,25 @@ def norm_act(y, y_off, nb, T, ct, G, w, b, eps, act, inj, use_inj, out, o_off, p
         m = ms[g * N:(g + 1) * N]
         r = rs[g * N:(g + 1) * N]
         if G > 0:
-            _frame_stats(y, y_off, nb, N, g * cg, (g + 1) * cg, cg * nb, eps, m, r)
+            _frame_stats(y, y_off, nb, N, g * cg, (g + 1) * cg, cg * nb, eps, m, r, bias)
         for c in range(g * cg, (g + 1) * cg):
             yr = y[c, y_off:y_off + N]
             orow = out[c, o_off:o_off + N]
+            yb = bias[c]
             if G > 0:
                 wc, bc = w[c], b[c]
                 if act:
                     for i in range(N):
-                        orow[i] = _gelu((yr[i] - m[i]) * r[i] * wc + bc)
+                        orow[i] = _gelu((yr[i] + yb - m[i]) * r[i] * wc + bc)
                 else:
                     for i in range(N):
-                        orow[i] = (yr[i] - m[i]) * r[i] * wc + bc
+                        orow[i] = (yr[i] + yb - m[i]) * r[i] * wc + bc
             elif act:
                 for i in range(N):
-                    orow[i] = _gelu(yr[i])
+                    orow[i] = _gelu(yr[i] + yb)
             else:
                 for i in range(N):
-                    orow[i] = yr[i]
+                    orow[i] = yr[i] + yb
             if use_post:
                 prow = post[c, p_off:p_off + N]
                 for i in range(N):
@@ -375,9 +379,10 @@ def norm_act(y, y_off, nb, T, ct, G, w, b, eps, act, inj, use_inj, out, o_off, p
 
 
 @numba.njit(**_KERNEL)
-def norm_glu(u, u_off, nb, T, c2t, G, w, b, eps, emb, use_emb, out, o_off, out2, o2_off,
+def norm_glu(u, u_off, nb, T, c2t, bias, G, w, b, eps, emb, use_emb, out, o_off, out2, o2_off,
              use_out2, ms, rs):
-    """Rows = 2C channels, ``T`` frames of ``nb`` bins back to back from column ``u_off``:
+    """Rows = 2C channels, ``T`` frames of ``nb`` bins back to back from column ``u_off``, plus
+    ``bias[c]`` (the conv's, not yet added by its GEMM):
     group norm per frame over (bins, 2C/G channels) (``G == 0``: none), GLU over channels
     (row ``c`` times sigmoid of row ``C + c``), plus ``emb [C, nb]`` on every frame if
     ``use_emb``; into ``out`` from ``o_off`` (and a copy into ``out2`` from ``o2_off``).
@@ -388,23 +393,24 @@ def norm_glu(u, u_off, nb, T, c2t, G, w, b, eps, emb, use_emb, out, o_off, out2,
     cg = C2 // G if G > 0 else 1
     for g in range(G):
         _frame_stats(u, u_off, nb, N, g * cg, (g + 1) * cg, cg * nb, eps,
-                     ms[g * N:(g + 1) * N], rs[g * N:(g + 1) * N])
+                     ms[g * N:(g + 1) * N], rs[g * N:(g + 1) * N], bias)
     for c in range(C):
         ua = u[c, u_off:u_off + N]
         ug = u[C + c, u_off:u_off + N]
         orow = out[c, o_off:o_off + N]
+        za, zg = bias[c], bias[C + c]
         if G > 0:
             ga, gg = c // cg, (C + c) // cg
             ma, ra = ms[ga * N:(ga + 1) * N], rs[ga * N:(ga + 1) * N]
             mg, rg = ms[gg * N:(gg + 1) * N], rs[gg * N:(gg + 1) * N]
             wa, ba, wg, bg = w[c], b[c], w[C + c], b[C + c]
             for i in range(N):
-                a = (ua[i] - ma[i]) * ra[i] * wa + ba
-                gv = (ug[i] - mg[i]) * rg[i] * wg + bg
+                a = (ua[i] + za - ma[i]) * ra[i] * wa + ba
+                gv = (ug[i] + zg - mg[i]) * rg[i] * wg + bg
                 orow[i] = a * _sigmoid(gv)
         else:
             for i in range(N):
-                orow[i] = ua[i] * _sigmoid(ug[i])
+                orow[i] = (ua[i] + za) * _sigmoid(ug[i] + zg)
         if use_emb:
             er = emb[c, :nb]
             for t in range(T):
@@ -587,10 +593,11 @@ def res_ln_glu_add(u, R, c2t, w, b, eps, gain, x_in, xi_off, x_out, xo_off, ms, 
 
 
 @numba.njit(**_KERNEL)
-def up_norm_act(yb, Fa, T, st, cut, G, w, b, eps, per_sample, act, out, o_off, o_pitch, post,
-                p_off, p_pitch, crop, use_post, ms, rs):
+def up_norm_act(yb, Fa, T, st, cut, bias, G, w, b, eps, per_sample, act, out, o_off, o_pitch,
+                post, p_off, p_pitch, crop, use_post, ms, rs):
     """A transposed conv's output in blocks, ``yb [cu * s, T * Fa]`` (row ``co * s + r``,
-    column ``(t, a)``: channel ``co``, bin or sample ``a * s + r``), to natural order: per frame
+    column ``(t, a)``: channel ``co``, bin or sample ``a * s + r``), plus ``bias[row]`` (the
+    conv's, not yet added by its GEMM), to natural order: per frame
     ``t`` the ``Fa * s`` values written at ``out[co, o_off + t * o_pitch ..]``. Group norm over
     each frame's values and C/G channels (``per_sample``: over the channels of each value
     alone, the waveform branch's per-step norm; ``G == 0``: none), GELU if ``act``, plus, where
@@ -615,15 +622,17 @@ def up_norm_act(yb, Fa, T, st, cut, G, w, b, eps, per_sample, act, out, o_off, o
                     v[i] = f32(0.0)
                 for c in range(c_lo, c_hi):
                     yr = yb[c * s + r, :N]
+                    bq = bias[c * s + r]
                     for i in range(N):
-                        m[i] += yr[i]
+                        m[i] += yr[i] + bq
                 inv = f32(1.0) / f32(cg)
                 for i in range(N):
                     m[i] *= inv
                 for c in range(c_lo, c_hi):
                     yr = yb[c * s + r, :N]
+                    bq = bias[c * s + r]
                     for i in range(N):
-                        d = yr[i] - m[i]
+                        d = yr[i] + bq - m[i]
                         v[i] += d * d
                 for i in range(N):
                     v[i] = f32(1.0) / np.sqrt(v[i] * inv + eps)
@@ -631,33 +640,40 @@ def up_norm_act(yb, Fa, T, st, cut, G, w, b, eps, per_sample, act, out, o_off, o
                 wc, bc = w[c], b[c]
                 for r in range(s):
                     yr = yb[c * s + r, :N]
+                    bq = bias[c * s + r]
                     m = ms[r * N:(r + 1) * N]
                     v = rs[r * N:(r + 1) * N]
                     if act:
                         for i in range(N):
-                            yr[i] = _gelu((yr[i] - m[i]) * v[i] * wc + bc)
+                            yr[i] = _gelu((yr[i] + bq - m[i]) * v[i] * wc + bc)
                     else:
                         for i in range(N):
-                            yr[i] = (yr[i] - m[i]) * v[i] * wc + bc
+                            yr[i] = (yr[i] + bq - m[i]) * v[i] * wc + bc
         elif G > 0:  # mean and 1/std per frame, into every column
             m = ms[:N]
             v = rs[:N]
-            _frame_stats(yb, 0, Fa, N, c_lo * s, c_hi * s, cg * s * Fa, eps, m, v)
+            _frame_stats(yb, 0, Fa, N, c_lo * s, c_hi * s, cg * s * Fa, eps, m, v, bias)
             for c in range(c_lo, c_hi):
                 wc, bc = w[c], b[c]
                 for r in range(s):
                     yr = yb[c * s + r, :N]
+                    bq = bias[c * s + r]
                     if act:
                         for i in range(N):
-                            yr[i] = _gelu((yr[i] - m[i]) * v[i] * wc + bc)
+                            yr[i] = _gelu((yr[i] + bq - m[i]) * v[i] * wc + bc)
                     else:
                         for i in range(N):
-                            yr[i] = (yr[i] - m[i]) * v[i] * wc + bc
-        elif act:
+                            yr[i] = (yr[i] + bq - m[i]) * v[i] * wc + bc
+        else:
             for q in range(cu * s):
                 yr = yb[q, :N]
-                for i in range(N):
-                    yr[i] = _gelu(yr[i])
+                bq = bias[q]
+                if act:
+                    for i in range(N):
+                        yr[i] = _gelu(yr[i] + bq)
+                else:
+                    for i in range(N):
+                        yr[i] += bq
     # reorder (block rows -> natural order), then the skip
     for c in range(cu):
         for t in range(T):
@@ -681,9 +697,10 @@ def up_norm_act(yb, Fa, T, st, cut, G, w, b, eps, per_sample, act, out, o_off, o
 
 
 @numba.njit(**_KERNEL)
-def up_to_ifft(yt, Fa, T, st, kt, crop, nb, z, t0):
+def up_to_ifft(yt, Fa, T, st, kt, bias, crop, nb, z, t0):
     """The last decoder's transposed conv output, transposed, ``yt [T * Fa, K * s * 2]`` (row
-    ``(t, a)``, column ``(k, r, re/im)``: stem channel ``k``, bin ``a * s + r``), cropped by
+    ``(t, a)``, column ``(k, r, re/im)``: stem channel ``k``, bin ``a * s + r``), plus
+    ``bias[column]`` (the conv's, not yet added by its GEMM), cropped by
     ``crop < s`` bins, straight into the inverse FFT's input ``z [K, frames, bins + 1, 2]``
     at frames ``t0 ..`` (its Nyquist bin left zero): each row holds a stem channel's ``s``
     bins of a block in the FFT's order, ``2 * s`` contiguous values."""
@@ -702,16 +719,17 @@ def up_to_ifft(yt, Fa, T, st, kt, crop, nb, z, t0):
                     o = k * kp + (t0 + t) * fp + 2 * q0
                     dst = zf[o:o + w]
                     src = row[k * w:k * w + w]
+                    bk = bias[k * w:k * w + w]
                     for j in range(w):
-                        dst[j] = src[j]
+                        dst[j] = src[j] + bk[j]
             else:
                 for k in range(K):
                     o = k * kp + (t0 + t) * fp
                     for r in range(s):
                         q = q0 + r
                         if q >= 0 and q < nb:
-                            zf[o + 2 * q] = row[k * w + 2 * r]
-                            zf[o + 2 * q + 1] = row[k * w + 2 * r + 1]
+                            zf[o + 2 * q] = row[k * w + 2 * r] + bias[k * w + 2 * r]
+                            zf[o + 2 * q + 1] = row[k * w + 2 * r + 1] + bias[k * w + 2 * r + 1]
 
 
 # -- STFT and the output ---------------------------------------------------------------------
