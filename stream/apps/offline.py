@@ -164,20 +164,24 @@ def _engine_for(separator, chunk_hops: int, engine: str | None):
 def separate_array(separator, x: np.ndarray, *, chunk_hops: int = OFFLINE_CHUNK_HOPS,
                    engine: str | None = None) -> np.ndarray:
     """Separate a whole signal: float32 ``[channels, T]`` at ``separator.sample_rate`` ->
-    stems float32 ``[S, channels, T]``, aligned with the input (latency removed).
+    stems float32 ``[S, channels, T]``, aligned with the input (latency removed); with the
+    batched engine a view of the buffer it wrote, a little longer (not C-contiguous).
 
     Resets ``separator`` (its streaming state is used by the step fallback)."""
     if x.ndim != 2 or x.shape[0] != separator.channels:
         raise ValueError(f"expected [channels={separator.channels}, time], got {list(x.shape)}")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if batched_path(separator) == "batched":
-        out = np.empty((len(separator.sources), separator.channels, x.shape[1]), np.float32)
-        a = 0
-        for y in iter_separated(separator, x, segment_samples=max(1, x.shape[1]),
-                                chunk_hops=chunk_hops, engine=engine):
-            out[..., a:a + y.shape[-1]] = y
-            a += y.shape[-1]
-        return out
+        # one segment holding the whole signal and the latency's tail: the stems are a view
+        # of the buffer the engine wrote (no copy of them)
+        step = int(chunk_hops) * int(separator.module.stft_hop)
+        whole = x.shape[1] + int(separator.latency_samples) + step
+        ys = list(iter_separated(separator, x, segment_samples=whole, chunk_hops=chunk_hops,
+                                 engine=engine))
+        if len(ys) == 1:
+            return ys[0]
+        shape = (len(separator.sources), separator.channels, 0)
+        return np.concatenate(ys, axis=-1) if ys else np.zeros(shape, np.float32)
     from livestems.model.nets.protocol import stream_offline
 
     return stream_offline(separator, x)
@@ -225,6 +229,16 @@ def _padded_pieces(x: np.ndarray, total_in: int, seg: int) -> Iterator[np.ndarra
         yield piece
 
 
+def _input_cols(x: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Columns ``a .. b`` of ``x`` followed by zeros: a view where ``x`` has them all."""
+    if b <= x.shape[1]:
+        return x[:, a:b]
+    piece = np.zeros((x.shape[0], b - a), dtype=np.float32)
+    if a < x.shape[1]:
+        piece[:, :x.shape[1] - a] = x[:, a:]
+    return piece
+
+
 def _raw_batched(separator, x, seg, chunk_hops, engine=None) -> Iterator[np.ndarray]:
     """The network's streaming output (latency not removed), ``seg`` input samples at a time,
     in chunks of ``chunk_hops`` hops with carried state: through the batched engine, or the
@@ -252,10 +266,12 @@ def _raw_batched(separator, x, seg, chunk_hops, engine=None) -> Iterator[np.ndar
         return
     if eng is not None:
         eng.reset()
-        for piece in _padded_pieces(x, n, seg):
-            out = np.empty((len(separator.sources), piece.shape[0], piece.shape[1]), np.float32)
-            for a in range(0, piece.shape[1], step):
-                out[..., a:a + step] = eng.run(piece[:, a:a + step])
+        S, C = len(separator.sources), x.shape[0]
+        for p0 in range(0, n, seg):
+            p1 = min(n, p0 + seg)
+            out = np.empty((S, C, p1 - p0), np.float32)  # the engine writes straight into it
+            for a in range(p0, p1, step):
+                eng.run(_input_cols(x, a, min(p1, a + step)), out=out, at=a - p0)
             yield out
         return
     with torch.inference_mode():

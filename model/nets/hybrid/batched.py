@@ -552,26 +552,35 @@ class BatchedNet:
 
     # -- one call -------------------------------------------------------------------------------
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray, out: np.ndarray | None = None, at: int = 0) -> np.ndarray:
         """New samples ``[C, n * stft_hop]`` (``n <= frames``) -> stems ``[S, C, n *
-        stft_hop]``, each sample estimating the input ``latency_samples`` earlier."""
+        stft_hop]``, each sample estimating the input ``latency_samples`` earlier.
+
+        ``out``: a C-contiguous float32 ``[S, C, length]`` buffer to write the stems into, at
+        columns ``at .. at + n * stft_hop`` (the returned view); the default is a new array.
+        Writing into the caller's buffer saves a copy of every output sample."""
         x = np.asarray(x, dtype=np.float32)
         C, hop = self.C, self.hop
         if x.ndim != 2 or x.shape[0] != C or x.shape[1] % hop or x.shape[1] > self.T * hop:
             raise ValueError(f"expected [{C}, n * {hop}] with n <= {self.T}, got {list(x.shape)}")
         n = x.shape[1]
+        if out is None:
+            out, at = np.empty((self.S, C, n), np.float32), 0
+        elif (out.dtype != np.float32 or not out.flags.c_contiguous or out.ndim != 3
+              or out.shape[:2] != (self.S, C) or not 0 <= at <= out.shape[2] - n):
+            raise ValueError(f"out must be a C-contiguous float32 [{self.S}, {C}, length] with "
+                             f"columns {at}..{at + n}, got {out.dtype} {list(out.shape)}")
         T = n // hop
-        if T == 0:
-            return np.zeros((self.S, C, 0), np.float32)
-        with torch.inference_mode(), blas_on_this_thread():
-            return self._run(x, T, n)
+        if T:
+            with torch.inference_mode(), blas_on_this_thread():
+                self._run(x, T, n, out, at)
+        return out[..., at:at + n]
 
-    def _run(self, x, T, n):
+    def _run(self, x, T, n, out, at):
         z = self._encode_all(x, T, n)
         bott = self._bottleneck(z, T)
-        out = self._decode_all(bott, T, n)
+        self._decode_all(bott, T, n, out, at)
         self._carry(T, n)
-        return out
 
     def _encode_all(self, x, T, n):
         """STFT and encoders over ``T`` new frames; returns the bottleneck's input ``[width,
@@ -641,9 +650,10 @@ class BatchedNet:
             bott[:] = self.attn(_t(bott)[None], self.attn_state)[0].numpy()
         return bott
 
-    def _decode_all(self, bott, T, n):
+    def _decode_all(self, bott, T, n, out=None, at=0):
         """Decoders, head, inverse STFT over ``T`` frames from the bottleneck's output ``bott
-        [width, T]``: the stems ``[S, C, n]``."""
+        [width, T]``: the stems ``[S, C, n]``, written to ``out[..., at:at + n]`` (a buffer
+        ``[S, C, length]``; default a new one) and returned."""
         C, hop, nb = self.C, self.hop, self.nb
         last = self.zenc[-1]["out"]
         d0 = self.zdec[0]
@@ -670,10 +680,12 @@ class BatchedNet:
                         torch.view_as_real(self.specbuf).numpy(), zr, self.es, ref, use_ref)
 
         frames = torch.fft.irfft(self.zifft[:, :T], n=self.n_fft, dim=-1).numpy()
-        out = np.empty((Ko, n), np.float32)
-        K.istft_ola(frames, self.syn, hop, self.tail, self.wave.a, 0, out, self.project,
-                    self.mixbuf.a if self.project else _D2, _ct(self.S), self.acc)
-        return out.reshape(self.S, C, n)
+        if out is None:
+            out, at = np.empty((self.S, C, n), np.float32), 0
+        K.istft_ola(frames, self.syn, hop, self.tail, self.wave.a, 0, out.reshape(-1),
+                    out.shape[2], at, self.project, self.mixbuf.a if self.project else _D2,
+                    _ct(self.S), self.acc)
+        return out[..., at:at + n]
 
     # -- the recurrent state, for the block runner ------------------------------------------
 

@@ -865,15 +865,16 @@ def gelu_rows(h, n):
 
 
 @numba.njit(**_KERNEL)
-def istft_ola(frames, syn, hop, tail, wave, w_off, out, project, mix, st, acc):
+def istft_ola(frames, syn, hop, tail, wave, w_off, out, o_pitch, o_off, project, mix, st, acc):
     """Inverse STFT's overlap-add, the waveform branch and mixture consistency, at once.
 
     ``frames [K, T, n_fft]`` (irfft output); the last ``M = len(syn)`` samples of each, times
     ``syn``, are overlap-added at ``hop`` after ``tail [K, M - hop]`` (the carried overlap,
     updated); plus ``wave[k, w_off ..]`` (the waveform branch, already delayed). With
     ``project``: the ``len(st)`` sources of each channel are moved to sum to ``mix [K / S,
-    ..]`` (the delayed input). Output ``out [K, T * hop]``. ``acc``: scratch of ``T * hop + M
-    - hop`` values."""
+    ..]`` (the delayed input). Output: row ``k`` at ``out[k * o_pitch + o_off ..]`` of the flat
+    ``out`` (rows of a longer buffer: the caller's, no copy), ``T * hop`` values each.
+    ``acc``: scratch of ``T * hop + M - hop`` values."""
     K, T, N = frames.shape[0], frames.shape[1], frames.shape[2]
     M = syn.shape[0]
     ov = M - hop
@@ -892,7 +893,7 @@ def istft_ola(frames, syn, hop, tail, wave, w_off, out, project, mix, st, acc):
                 dst[i] += src[i] * syn[i]
         for i in range(ov):
             tk[i] = a[n + i]
-        ok = out[k, :n]
+        ok = out[k * o_pitch + o_off:k * o_pitch + o_off + n]
         wk = wave[k, w_off:w_off + n]
         for i in range(n):
             ok[i] = a[i] + wk[i]
@@ -906,11 +907,13 @@ def istft_ola(frames, syn, hop, tail, wave, w_off, out, project, mix, st, acc):
             for i in range(n):
                 d[i] = mc[i]
             for s in range(S):
-                os_ = out[s * C + c, :n]
+                r0 = (s * C + c) * o_pitch + o_off
+                os_ = out[r0:r0 + n]
                 for i in range(n):
                     d[i] -= os_[i]
             for s in range(S):
-                os_ = out[s * C + c, :n]
+                r0 = (s * C + c) * o_pitch + o_off
+                os_ = out[r0:r0 + n]
                 for i in range(n):
                     os_[i] += d[i] * inv
 

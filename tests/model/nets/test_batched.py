@@ -59,6 +59,33 @@ def test_batched_equals_stream(model, frames):
     np.testing.assert_array_equal(_batched_chunks(engine, x, frames), got)
 
 
+@pytest.mark.parametrize("model", ["rt-tiny", "rt-small"])
+def test_the_engine_writes_into_the_callers_buffer(model):
+    """``run(x, out=buf, at=a)`` puts the stems in ``buf[..., a:a + n]`` (what the offline path
+    uses to skip a copy), equal to the returned arrays, and leaves the rest alone."""
+    from livestems.model.nets.registry import load_separator
+
+    net = load_separator(model).module
+    frames = 8
+    hop = net.stft_hop
+    x = _signal(net, 2 * frames + 3)  # the last chunk is short
+    engine = BatchedNet(net, frames=frames)
+    want = _batched_chunks(engine, x, frames)
+    engine.reset()
+    pad = 5
+    buf = np.full((4, 2, x.shape[1] + 2 * pad), 7.0, np.float32)
+    for a in range(0, x.shape[1], frames * hop):
+        got = engine.run(x[:, a:a + frames * hop], out=buf, at=pad + a)
+        np.testing.assert_array_equal(got, want[..., a:a + frames * hop])
+        assert np.shares_memory(got, buf)
+    np.testing.assert_array_equal(buf[..., pad:pad + x.shape[1]], want)
+    assert np.all(buf[..., :pad] == 7.0) and np.all(buf[..., pad + x.shape[1]:] == 7.0)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        engine.run(x[:, :frames * hop], out=buf, at=buf.shape[2] - 1)  # runs past the end
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        engine.run(x[:, :frames * hop], out=buf[..., ::2], at=0)
+
+
 @pytest.mark.parametrize("kw", [
     dict(channels=8, residual_depth=2, norm_starts=0, lstm_layers=2, attn_frames=4),
     dict(channels=8, residual_depth=1, lookahead=2, output="mask", consistency=True,
