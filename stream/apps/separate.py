@@ -205,7 +205,8 @@ def separate_file(
     except OSError as exc:
         raise OutputError(f"cannot create the output folder: {exc.strerror or exc}",
                           path=outdir, fix="choose a writable -o folder") from exc
-    blocks = _model_blocks(separator, x, path, notes, timer)
+    # the folder writer is done with each block before the next: one buffer for them all
+    blocks = _model_blocks(separator, x, path, notes, timer, reuse=fmt != "stem.mp4")
     if fmt == "stem.mp4":  # one ffmpeg encode of whole signals
         with timer.phase("write_s"):
             y = np.concatenate(list(blocks), axis=-1)
@@ -263,10 +264,10 @@ def remove_stale_partials(target: Path) -> list[Path]:
     return removed
 
 
-def _model_blocks(separator, x, path, notes, timer):
+def _model_blocks(separator, x, path, notes, timer, reuse=False):
     """The model's aligned stems, segment by segment (:func:`~.offline.iter_separated`), with
     the time spent counted as compute and non-finite output zeroed (and noted)."""
-    it = iter_separated(separator, x)
+    it = iter_separated(separator, x, reuse=reuse)
     bad = 0
     while True:
         with timer.phase("compute_s"):

@@ -8,6 +8,7 @@ baseline). The difference is stated in dB below the reference's energy.
 
 import numpy as np
 import pytest
+import torch
 from signals import music_like
 
 from livestems.model.nets.protocol import stream_offline
@@ -69,6 +70,29 @@ def test_segments_concatenate_to_the_whole_file_result(model, segment):
         np.testing.assert_array_equal(got, whole)
     else:  # chunk size differs from the whole-file call: float rounding only
         assert _diff_db(got, whole) < -100.0
+
+
+def test_reused_segment_buffer_gives_the_same_stems():
+    """``reuse=True`` (what the file writer asks for) hands every segment in one buffer that
+    the next overwrites; taken as they come, the segments are the same stems as fresh ones."""
+    from livestems.model.nets.registry import load_separator
+    from livestems.stream.apps.offline import iter_separated
+
+    sep = load_separator("rt-tiny")
+    x = music_like(2.1, seed=7)[:, :90_001]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a library worker (two threads split a file in blocks)
+    try:
+        fresh = list(iter_separated(sep, x, segment_samples=30_000, chunk_hops=16))
+        got, bases = [], set()
+        for y in iter_separated(sep, x, segment_samples=30_000, chunk_hops=16, reuse=True):
+            got.append(y.copy())
+            bases.add(id(y.base))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(got) == len(fresh) > 2 and len(bases) == 1  # one buffer for all segments
+    for a, b in zip(got, fresh):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("model", ["rt-tiny", "rt-small"])
