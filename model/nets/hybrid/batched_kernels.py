@@ -130,6 +130,21 @@ def sigmoid_inplace(x):
 # -- im2col: a conv's input as columns of taps, one GEMM per conv --------------------------
 
 
+@numba.njit(inline="always", **_JIT)
+def _along_frames(orow, xrow, j, T, o_pitch, base, x_pitch, inside):
+    """Short frames' im2col, one output bin ``j`` of all ``T`` frames (``o_pitch`` apart in
+    ``orow``): ``xrow[base + t * x_pitch]`` for frame ``t``, or 0 where not ``inside`` (the
+    zero padding)."""
+    oj = orow[j:j + (T - 1) * o_pitch + 1]
+    if not inside:
+        for t in range(T):
+            oj[t * o_pitch] = f32(0.0)
+    else:
+        src = xrow[base:base + (T - 1) * x_pitch + 1]
+        for t in range(T):
+            oj[t * o_pitch] = src[t * x_pitch]
+
+
 @numba.njit(**_KERNEL)
 def im2col_stride(x, x_off, x_pitch, lo, hi, T, cin_t, s, p, k, nb_out, out):
     """A strided conv's taps: ``out[tap * Cin + ci, t * nb_out + j] = x[ci, x_off + t * x_pitch
@@ -144,15 +159,8 @@ def im2col_stride(x, x_off, x_pitch, lo, hi, T, cin_t, s, p, k, nb_out, out):
                 orow = out[tap * Cin + ci]
                 xrow = x[ci]
                 for j in range(nb_out):
-                    oj = orow[j:j + (T - 1) * nb_out + 1]
-                    if j < j0 or j >= j1:
-                        for t in range(T):
-                            oj[t * nb_out] = f32(0.0)
-                    else:
-                        base = x_off + j * s + tap - p
-                        src = xrow[base:base + (T - 1) * x_pitch + 1]
-                        for t in range(T):
-                            oj[t * nb_out] = src[t * x_pitch]
+                    _along_frames(orow, xrow, j, T, nb_out, x_off + j * s + tap - p, x_pitch,
+                                  j0 <= j < j1)
             continue
         for ci in range(Cin):
             orow = out[tap * Cin + ci]
@@ -214,15 +222,8 @@ def im2col_shift(x, x_off, x_pitch, F, T, cin_t, dts, dfs, c, out):
                 orow = out[q * Cin + ci]
                 xrow = x[ci]
                 for f in range(F):
-                    of = orow[f:f + (T - 1) * F + 1]
-                    if f < f0 or f >= f1:
-                        for t in range(T):
-                            of[t * F] = f32(0.0)
-                    else:
-                        base = x_off + dt * x_pitch + f + df - c
-                        src = xrow[base:base + (T - 1) * x_pitch + 1]
-                        for t in range(T):
-                            of[t * F] = src[t * x_pitch]
+                    _along_frames(orow, xrow, f, T, F, x_off + dt * x_pitch + f + df - c,
+                                  x_pitch, f0 <= f < f1)
             continue
         for ci in range(Cin):
             orow = out[q * Cin + ci]
@@ -282,6 +283,30 @@ def im2col_up(x, x_off, x_pitch, F, T, cin_t, m, out):
 
 
 @numba.njit(inline="always", **_JIT)
+def _per_frame(v, N, nb, inv, eps, rstd):
+    """Column sums ``v[:N]`` (frames of ``nb``) to a per-frame statistic in every column: the
+    frame's sum times ``inv`` (a mean), or with ``rstd`` 1 / sqrt(that + ``eps``)."""
+    if nb == 1:  # one value per frame: a flat, vectorised loop
+        if rstd:
+            for i in range(N):
+                v[i] = f32(1.0) / np.sqrt(v[i] * inv + eps)
+        else:
+            for i in range(N):
+                v[i] *= inv
+        return
+    for t0 in range(0, N, nb):
+        vt = v[t0:t0 + nb]
+        s = f32(0.0)
+        for f in range(nb):
+            s += vt[f]
+        s *= inv
+        if rstd:
+            s = f32(1.0) / np.sqrt(s + eps)
+        for f in range(nb):
+            vt[f] = s
+
+
+@numba.njit(inline="always", **_JIT)
 def _frame_stats(x, x_off, nb, N, c_lo, c_hi, cnt, eps, m, r, bias):
     """Group statistics per frame of contiguous frames: over rows ``c_lo .. c_hi`` of ``x``
     plus ``bias[row]`` (columns ``x_off .. x_off + N``, frames of ``nb``), the mean into every
@@ -298,36 +323,26 @@ def _frame_stats(x, x_off, nb, N, c_lo, c_hi, cnt, eps, m, r, bias):
         bc = bias[c]
         for i in range(N):
             m[i] += xr[i] + bc
-    if nb == 1:
-        for i in range(N):
-            m[i] *= inv
-    else:
-        for t0 in range(0, N, nb):
-            mt = m[t0:t0 + nb]
-            s = f32(0.0)
-            for f in range(nb):
-                s += mt[f]
-            s *= inv
-            for f in range(nb):
-                mt[f] = s
+    _per_frame(m, N, nb, inv, eps, False)
     for c in range(c_lo, c_hi):
         xr = x[c, x_off:x_off + N]
         bc = bias[c]
         for i in range(N):
             d = xr[i] + bc - m[i]
             r[i] += d * d
-    if nb == 1:
-        for i in range(N):
-            r[i] = f32(1.0) / np.sqrt(r[i] * inv + eps)
+    _per_frame(r, N, nb, inv, eps, True)
+
+
+@numba.njit(inline="always", **_JIT)
+def _norm_row(src, dst, n, bias, m, r, w, b, act):
+    """``dst[i] = (src[i] + bias - m[i]) * r[i] * w + b`` over ``n`` columns, then GELU if
+    ``act`` (``dst`` may be ``src``: in place)."""
+    if act:
+        for i in range(n):
+            dst[i] = _gelu((src[i] + bias - m[i]) * r[i] * w + b)
     else:
-        for t0 in range(0, N, nb):
-            rt = r[t0:t0 + nb]
-            s = f32(0.0)
-            for f in range(nb):
-                s += rt[f]
-            s = f32(1.0) / np.sqrt(s * inv + eps)
-            for f in range(nb):
-                rt[f] = s
+        for i in range(n):
+            dst[i] = (src[i] + bias - m[i]) * r[i] * w + b
 
 
 @numba.njit(**_KERNEL)
@@ -359,13 +374,7 @@ def norm_act(y, y_off, nb, T, ct, bias, G, w, b, eps, act, inj, use_inj, out, o_
             orow = out[c, o_off:o_off + N]
             yb = bias[c]
             if G > 0:
-                wc, bc = w[c], b[c]
-                if act:
-                    for i in range(N):
-                        orow[i] = _gelu((yr[i] + yb - m[i]) * r[i] * wc + bc)
-                else:
-                    for i in range(N):
-                        orow[i] = (yr[i] + yb - m[i]) * r[i] * wc + bc
+                _norm_row(yr, orow, N, yb, m, r, w[c], b[c], act)
             elif act:
                 for i in range(N):
                     orow[i] = _gelu(yr[i] + yb)
@@ -423,6 +432,57 @@ def norm_glu(u, u_off, nb, T, c2t, bias, G, w, b, eps, emb, use_emb, out, o_off,
                 o2[i] = orow[i]
 
 
+@numba.njit(inline="always", **_JIT)
+def _col_stats(h, rows, n, eps, m, r):
+    """Layer norm statistics per column: over rows ``0 .. rows`` of ``h`` (its first ``n``
+    columns), the mean into ``m`` and 1/std into ``r``; two passes (mean, then squared
+    deviations), as torch's layer norm."""
+    inv = f32(1.0) / f32(rows)
+    for i in range(n):
+        m[i] = f32(0.0)
+        r[i] = f32(0.0)
+    for c in range(rows):
+        hr = h[c, :n]
+        for i in range(n):
+            m[i] += hr[i]
+    for i in range(n):
+        m[i] *= inv
+    for c in range(rows):
+        hr = h[c, :n]
+        for i in range(n):
+            d = hr[i] - m[i]
+            r[i] += d * d
+    for i in range(n):
+        r[i] = f32(1.0) / np.sqrt(r[i] * inv + eps)
+
+
+@numba.njit(inline="always", **_JIT)
+def _norm_gelu_rows(h, rows, n, m, r, w, b):
+    """Rows ``0 .. rows`` of ``h`` (first ``n`` columns), in place: ``(h - m) * r`` per column,
+    times ``w[row]`` plus ``b[row]``, then GELU."""
+    for j in range(rows):
+        hj = h[j, :n]
+        wj, bj = w[j], b[j]
+        for i in range(n):
+            hj[i] = _gelu((hj[i] - m[i]) * r[i] * wj + bj)
+
+
+@numba.njit(inline="always", **_JIT)
+def _norm_glu_add(u, C, n, m, r, w, b, gain, x_in, xi_off, x_out, xo_off):
+    """``x_out[c, xo_off ..] = x_in[c, xi_off ..] + gain[c] * GLU`` of the normalised ``u [2C,
+    n]`` (``(u - m) * r`` per column, times ``w[row]`` plus ``b[row]``)."""
+    for c in range(C):
+        ua = u[c, :n]
+        ug = u[C + c, :n]
+        xi = x_in[c, xi_off:xi_off + n]
+        xo = x_out[c, xo_off:xo_off + n]
+        wa, ba, wg, bg, gc = w[c], b[c], w[C + c], b[C + c], gain[c]
+        for i in range(n):
+            av = (ua[i] - m[i]) * r[i] * wa + ba
+            gv = (ug[i] - m[i]) * r[i] * wg + bg
+            xo[i] = xi[i] + gc * (av * _sigmoid(gv))
+
+
 #: columns per block of :func:`res_small` (its temporaries stay in L1)
 RES_BLOCK = 128
 
@@ -442,8 +502,6 @@ def res_small(x, x_cur, R, ct, ht, dts, w_in, b_in, wi, bi, ei, w_out, b_out, wo
     H = len(ht)
     Q = dts.shape[0]
     B = RES_BLOCK
-    invh = f32(1.0) / f32(H)
-    inv2 = f32(1.0) / f32(2 * C)
     for i0 in range(0, R, B):
         nb = min(B, R - i0)
         mm = m[:nb]
@@ -461,27 +519,8 @@ def res_small(x, x_cur, R, ct, ht, dts, w_in, b_in, wi, bi, ei, w_out, b_out, wo
                     for i in range(nb):
                         hj[i] += wv * xr[i]
         # layer norm over H, GELU
-        for i in range(nb):
-            mm[i] = f32(0.0)
-            rr[i] = f32(0.0)
-        for j in range(H):
-            hj = hb[j, :nb]
-            for i in range(nb):
-                mm[i] += hj[i]
-        for i in range(nb):
-            mm[i] *= invh
-        for j in range(H):
-            hj = hb[j, :nb]
-            for i in range(nb):
-                d = hj[i] - mm[i]
-                rr[i] += d * d
-        for i in range(nb):
-            rr[i] = f32(1.0) / np.sqrt(rr[i] * invh + ei)
-        for j in range(H):
-            hj = hb[j, :nb]
-            wj, bj = wi[j], bi[j]
-            for i in range(nb):
-                hj[i] = _gelu((hj[i] - mm[i]) * rr[i] * wj + bj)
+        _col_stats(hb, H, nb, ei, mm, rr)
+        _norm_gelu_rows(hb, H, nb, mm, rr, wi, bi)
         # conv out
         for c in range(2 * C):
             uc = ub[c, :nb]
@@ -494,32 +533,8 @@ def res_small(x, x_cur, R, ct, ht, dts, w_in, b_in, wi, bi, ei, w_out, b_out, wo
                 for i in range(nb):
                     uc[i] += wv * hj[i]
         # layer norm over 2C, GLU, LayerScale, + the input
-        for i in range(nb):
-            mm[i] = f32(0.0)
-            rr[i] = f32(0.0)
-        for c in range(2 * C):
-            uc = ub[c, :nb]
-            for i in range(nb):
-                mm[i] += uc[i]
-        for i in range(nb):
-            mm[i] *= inv2
-        for c in range(2 * C):
-            uc = ub[c, :nb]
-            for i in range(nb):
-                d = uc[i] - mm[i]
-                rr[i] += d * d
-        for i in range(nb):
-            rr[i] = f32(1.0) / np.sqrt(rr[i] * inv2 + eo)
-        for c in range(C):
-            ua = ub[c, :nb]
-            ug = ub[C + c, :nb]
-            xi = x[c, x_cur + i0:x_cur + i0 + nb]
-            xo = x_out[c, xo_off + i0:xo_off + i0 + nb]
-            wa, ba, wg, bg, gc = wo[c], bo[c], wo[C + c], bo[C + c], gain[c]
-            for i in range(nb):
-                av = (ua[i] - mm[i]) * rr[i] * wa + ba
-                gv = (ug[i] - mm[i]) * rr[i] * wg + bg
-                xo[i] = xi[i] + gc * (av * _sigmoid(gv))
+        _col_stats(ub, 2 * C, nb, eo, mm, rr)
+        _norm_glu_add(ub, C, nb, mm, rr, wo, bo, gain, x, x_cur + i0, x_out, xo_off + i0)
 
 
 @numba.njit(**_KERNEL)
@@ -528,30 +543,10 @@ def res_ln_act(h, R, ht, w, b, eps, ms, rs):
     layer norm over its H channels (a one-group frame norm per bin and frame) + affine, then
     GELU. ``ms, rs``: scratch of ``R`` values."""
     H = len(ht)
-    inv = f32(1.0) / f32(H)
     m = ms[:R]
     r = rs[:R]
-    for i in range(R):
-        m[i] = f32(0.0)
-        r[i] = f32(0.0)
-    for c in range(H):
-        hr = h[c, :R]
-        for i in range(R):
-            m[i] += hr[i]
-    for i in range(R):
-        m[i] *= inv
-    for c in range(H):
-        hr = h[c, :R]
-        for i in range(R):
-            d = hr[i] - m[i]
-            r[i] += d * d
-    for i in range(R):
-        r[i] = f32(1.0) / np.sqrt(r[i] * inv + eps)
-    for c in range(H):
-        hr = h[c, :R]
-        wc, bc = w[c], b[c]
-        for i in range(R):
-            hr[i] = _gelu((hr[i] - m[i]) * r[i] * wc + bc)
+    _col_stats(h, H, R, eps, m, r)
+    _norm_gelu_rows(h, H, R, m, r, w, b)
 
 
 @numba.njit(**_KERNEL)
@@ -561,35 +556,10 @@ def res_ln_glu_add(u, R, c2t, w, b, eps, gain, x_in, xi_off, x_out, xo_off, ms, 
     ``ms, rs``: scratch of ``R`` values."""
     C2 = len(c2t)
     C = C2 // 2
-    inv = f32(1.0) / f32(C2)
     m = ms[:R]
     r = rs[:R]
-    for i in range(R):
-        m[i] = f32(0.0)
-        r[i] = f32(0.0)
-    for c in range(C2):
-        ur = u[c, :R]
-        for i in range(R):
-            m[i] += ur[i]
-    for i in range(R):
-        m[i] *= inv
-    for c in range(C2):
-        ur = u[c, :R]
-        for i in range(R):
-            d = ur[i] - m[i]
-            r[i] += d * d
-    for i in range(R):
-        r[i] = f32(1.0) / np.sqrt(r[i] * inv + eps)
-    for c in range(C):
-        ua = u[c, :R]
-        ug = u[C + c, :R]
-        xi = x_in[c, xi_off:xi_off + R]
-        xo = x_out[c, xo_off:xo_off + R]
-        wa, ba, wg, bg, gc = w[c], b[c], w[C + c], b[C + c], gain[c]
-        for i in range(R):
-            a = (ua[i] - m[i]) * r[i] * wa + ba
-            g = (ug[i] - m[i]) * r[i] * wg + bg
-            xo[i] = xi[i] + gc * (a * _sigmoid(g))
+    _col_stats(u, C2, R, eps, m, r)
+    _norm_glu_add(u, C, R, m, r, w, b, gain, x_in, xi_off, x_out, xo_off)
 
 
 @numba.njit(**_KERNEL)
@@ -640,15 +610,8 @@ def up_norm_act(yb, Fa, T, st, cut, bias, G, w, b, eps, per_sample, act, out, o_
                 wc, bc = w[c], b[c]
                 for r in range(s):
                     yr = yb[c * s + r, :N]
-                    bq = bias[c * s + r]
-                    m = ms[r * N:(r + 1) * N]
-                    v = rs[r * N:(r + 1) * N]
-                    if act:
-                        for i in range(N):
-                            yr[i] = _gelu((yr[i] + bq - m[i]) * v[i] * wc + bc)
-                    else:
-                        for i in range(N):
-                            yr[i] = (yr[i] + bq - m[i]) * v[i] * wc + bc
+                    _norm_row(yr, yr, N, bias[c * s + r], ms[r * N:(r + 1) * N],
+                              rs[r * N:(r + 1) * N], wc, bc, act)
         elif G > 0:  # mean and 1/std per frame, into every column
             m = ms[:N]
             v = rs[:N]
@@ -657,13 +620,7 @@ def up_norm_act(yb, Fa, T, st, cut, bias, G, w, b, eps, per_sample, act, out, o_
                 wc, bc = w[c], b[c]
                 for r in range(s):
                     yr = yb[c * s + r, :N]
-                    bq = bias[c * s + r]
-                    if act:
-                        for i in range(N):
-                            yr[i] = _gelu((yr[i] + bq - m[i]) * v[i] * wc + bc)
-                    else:
-                        for i in range(N):
-                            yr[i] = (yr[i] + bq - m[i]) * v[i] * wc + bc
+                    _norm_row(yr, yr, N, bias[c * s + r], m, v, wc, bc, act)
         else:
             for q in range(cu * s):
                 yr = yb[q, :N]
