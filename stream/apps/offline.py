@@ -222,16 +222,6 @@ def iter_separated(separator, x: np.ndarray, *, segment_samples: int | None = No
             break
 
 
-def _padded_pieces(x: np.ndarray, total_in: int, seg: int) -> Iterator[np.ndarray]:
-    """``x`` followed by zeros up to ``total_in`` samples, ``seg`` at a time."""
-    for a in range(0, total_in, seg):
-        n = min(seg, total_in - a)
-        piece = np.zeros((x.shape[0], n), dtype=np.float32)
-        have = max(0, min(n, x.shape[1] - a))
-        piece[:, :have] = x[:, a:a + have]
-        yield piece
-
-
 def _input_cols(x: np.ndarray, a: int, b: int) -> np.ndarray:
     """Columns ``a .. b`` of ``x`` followed by zeros: a view where ``x`` has them all."""
     if b <= x.shape[1]:
@@ -240,6 +230,12 @@ def _input_cols(x: np.ndarray, a: int, b: int) -> np.ndarray:
     if a < x.shape[1]:
         piece[:, :x.shape[1] - a] = x[:, a:]
     return piece
+
+
+def _padded_pieces(x: np.ndarray, total_in: int, seg: int) -> Iterator[np.ndarray]:
+    """``x`` followed by zeros up to ``total_in`` samples, ``seg`` at a time."""
+    for a in range(0, total_in, seg):
+        yield _input_cols(x, a, min(total_in, a + seg))
 
 
 def _raw_batched(separator, x, seg, chunk_hops, engine=None, reuse=False

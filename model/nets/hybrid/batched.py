@@ -89,9 +89,9 @@ class _Gemm:
     def __init__(self, w: torch.Tensor, bias: torch.Tensor | None, kdim: int, cols: int,
                  own_col: bool = True):
         self.w = _np(w)
-        self.b = None if bias is None else _np(bias).reshape(-1, 1)
-        # the bias as a vector (zeros for none), for the kernels that add it themselves
-        self.bz = np.zeros(self.w.shape[0], np.float32) if bias is None else self.b[:, 0].copy()
+        self.has_bias = bias is not None
+        # the bias (zeros for none): added here, or by the kernel that reads the output
+        self.bz = _np(bias) if self.has_bias else np.zeros(self.w.shape[0], np.float32)
         self.N, self.K = self.w.shape
         if self.K != kdim:
             raise Unsupported("weight packing")
@@ -109,8 +109,8 @@ class _Gemm:
             np.matmul(self.w, col, out=out)
         else:  # fewer columns (a short last chunk)
             out[:, :n] = self.w @ col[:, :n]
-        if bias and self.b is not None:
-            np.add(out[:, :n], self.b, out=out[:, :n])
+        if bias and self.has_bias:
+            np.add(out[:, :n], self.bz[:, None], out=out[:, :n])
         return out
 
 
