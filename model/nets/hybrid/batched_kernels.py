@@ -350,9 +350,10 @@ def norm_act(y, y_off, nb, T, ct, bias, G, w, b, eps, act, inj, use_inj, out, o_
              p_off, use_post, ms, rs):
     """Rows = C channels, ``T`` frames of ``nb`` bins back to back from column ``y_off``, plus
     ``bias[c]`` (the conv's, not yet added by its GEMM). Optional ``inj[c, t]`` added to every
-    bin of frame ``t`` (in place in ``y``, which is the caller's scratch), group norm per frame over (bins, C/G channels) with affine ``w, b``
-    (``G == 0``: none), GELU if ``act``, plus ``post`` (from ``p_off``) if ``use_post``; into
-    ``out`` (from ``o_off``). ``ms, rs``: scratch of ``max(G, 1) * T * nb`` values."""
+    bin of frame ``t`` (in place in ``y``, which is the caller's scratch), group norm per
+    frame over (bins, C/G channels) with affine ``w, b`` (``G == 0``: none), GELU if ``act``,
+    plus ``post`` (from ``p_off``) if ``use_post``; into ``out`` (from ``o_off``). ``ms,
+    rs``: scratch of ``max(G, 1) * T * nb`` values."""
     C = len(ct)
     N = T * nb
     if use_inj:
