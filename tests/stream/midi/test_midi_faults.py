@@ -25,17 +25,26 @@ curve = "linear"
 
 
 class RawSource:
-    """A JACK client that writes arbitrary bytes (no validation) as MIDI events."""
+    """A JACK client that writes arbitrary bytes (no validation) as MIDI events.
+
+    Every batch handed to :meth:`send` goes out in one process cycle, in order. JACK delivers
+    MIDI per cycle: a cycle the reader misses (an xrun on a busy non-real-time server) loses
+    its events, so one cycle at risk instead of one per event. :meth:`connect` returns once
+    the new connection carries events (the server switches to a new graph at some later cycle
+    than the one the connect request returned in)."""
 
     def __init__(self, server):
         self.client = jack.Client("lstest-raw", servername=server, no_start_server=True)
         self.port = self.client.midi_outports.register("out")
+        self.echo = self.client.midi_inports.register("echo")
         self.queue = []
+        self.echoed = 0
         self.lock = threading.Lock()
         self.client.set_process_callback(self._process)
         self.client.activate()
 
     def _process(self, frames):
+        self.echoed += sum(1 for _ in self.echo.incoming_midi_events())
         self.port.clear_buffer()
         if self.lock.acquire(blocking=False):  # test code: a lock is fine here
             try:
@@ -45,9 +54,22 @@ class RawSource:
             finally:
                 self.lock.release()
 
-    def send(self, data):
+    def connect(self, dest, timeout_s=10):
+        """Connect to ``dest``, then to our own echo port; graphs change in request order, so
+        once an active-sensing byte (ignored by every MIDI parser) comes back on the echo port,
+        ``dest`` is connected in the running graph too."""
+        self.client.connect(self.port, dest)
+        self.client.connect(self.port, self.echo)
+        deadline = time.monotonic() + timeout_s
+        while self.echoed == 0:
+            assert time.monotonic() < deadline, f"{self.port.name} -> {dest}: nothing came back"
+            self.send([[0xFE]])
+        self.client.disconnect(self.port, self.echo)
+
+    def send(self, events):
+        """Queue ``events`` (a list of byte lists) for the next cycle and wait a few cycles."""
         with self.lock:
-            self.queue.append(bytes(data))
+            self.queue.extend(bytes(e) for e in events)
         time.sleep(0.05)
 
     def close(self):
@@ -67,29 +89,37 @@ def _record_mix(server, seconds=0.5):
 
 
 def test_malformed_bytes_and_unmapped_channels_on_midi_in(jackd_44k, tmp_path):
-    rig = Rig(jackd_44k, tmp_path, CH1_MAP)
-    raw = RawSource(jackd_44k.name)
-    try:
-        raw.client.connect("lstest-raw:out", f"{CLIENT}:midi_in")
-        for data in ([0xB0, 7],                    # truncated
-                     [0xF0, 1, 2, 3, 0xF7],        # SysEx
-                     [0xF8], [0xFE],               # clock, active sensing
-                     [0x07, 0x05],                 # data bytes with no status
-                     [0xB5, 7, 0],                 # channel 6: not mapped
-                     [0xB0, 7, 10, 7, 0xF8, 64],   # running status + clock inside: 10, 64
-                     [0xB0, 7]):                   # truncated again at the end
-            raw.send(data)
-        time.sleep(0.3)
-        y = _record_mix(jackd_44k)  # the audio goes on
-    finally:
-        st = rig.stop(check=False)
-        raw.close()
-        rig.close()
+    for attempt in range(4):
+        rig = Rig(jackd_44k, tmp_path, CH1_MAP)
+        raw = RawSource(jackd_44k.name)
+        try:
+            raw.connect(f"{CLIENT}:midi_in")
+            raw.send([[0xB0, 7],                    # truncated
+                      [0xF0, 1, 2, 3, 0xF7],        # SysEx
+                      [0xF8], [0xFE],               # clock, active sensing
+                      [0x07, 0x05],                 # data bytes with no status
+                      [0xB5, 7, 0],                 # channel 6: not mapped
+                      [0xB0, 7, 10, 7, 0xF8, 64],   # running status + clock inside: 10, 64
+                      [0xB0, 7]])                   # truncated again at the end
+            time.sleep(0.3)
+            y = _record_mix(jackd_44k)  # the audio goes on
+        finally:
+            st = rig.stop(check=False)
+            raw.close()
+            rig.close()
+        if st["midi"]["events"] == 0 and st.get("xruns"):
+            # the one cycle that carried the batch was lost to an xrun (two shared cores, a
+            # non-real-time server): nothing about MIDI parsing, so run it again
+            print(f"attempt {attempt}: the batch was lost with {st['xruns']} xruns; again")
+            continue
+        break
     assert np.abs(y).max() > 0.1
     assert st["worker_error"] is None
     assert st["params"]["vocals.gain"] == -24 + 24 * 64 / 127, (st, rig.stderr)  # last CC 7
     m = st["midi"]
-    assert m["applied"] == 2 and m["unmapped"] == 1 and m["malformed"] >= 3, (m, rig.stderr)
+    # malformed: the first CC cut short by the SysEx, then 0x07 0x05 with no running status
+    # (SysEx cancels it); the final [0xB0, 7] is still waiting for its value at the end
+    assert m["applied"] == 2 and m["unmapped"] == 1 and m["malformed"] == 2 + 1, (m, st)
 
 
 def test_a_source_that_disappears_and_returns(jackd_44k, tmp_path):
