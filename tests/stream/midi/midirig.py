@@ -62,6 +62,37 @@ class PlayRecordMidi(PlayRecord):
                 self.n_log += 1
 
 
+def wait_live(server, src, poke, timeout_s=10):
+    """Return once connections already made from the MIDI port ``src`` carry events.
+
+    A connection listed by the server is not yet in the graph that runs: JACK switches to the
+    new graph at the start of a later cycle, and an event written in the cycle that was running
+    when the connect returned is lost. So: connect ``src`` to a probe port as well, call
+    ``poke()`` (which must send an active-sensing byte, 0xFE, from ``src``: ignored by every
+    MIDI parser) until one arrives. Graphs change in request order, so the earlier
+    connections are live by then."""
+    c = jack.Client("lstest-live", servername=server, no_start_server=True)
+    port = c.midi_inports.register("in")
+    seen = [0]
+
+    def process(frames):
+        seen[0] += sum(1 for _ in port.incoming_midi_events())
+
+    c.set_process_callback(process)
+    c.activate()
+    try:
+        c.connect(src, port)
+        deadline = time.monotonic() + timeout_s
+        while not seen[0]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing sent from {src} arrived in {timeout_s} s")
+            poke()
+            time.sleep(0.02)
+    finally:
+        c.deactivate()
+        c.close()
+
+
 class Rig:
     """`livestems midi` running on ``server`` with ``mapping`` (TOML text or a path; None: the
     shipped default), controlled from a virtual controller it connects to by name."""
@@ -110,12 +141,14 @@ class Rig:
             while True:
                 names = {p.name for p in c.get_all_connections(f"{CLIENT}:midi_in")}
                 if (port in names) == connected:
-                    return
+                    break
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{port} -> {CLIENT}:midi_in: connected={not connected}")
                 time.sleep(0.05)
         finally:
             c.close()
+        if connected and self.ctl is not None and port == self.ctl.port:
+            wait_live(self.server.name, port, lambda: self.ctl.send(0xFE))
 
     def record(self, sig, actions, *, ports=PORTS, tail=4096):
         """Play ``sig`` [2, T]; send each ``(frame offset, msg)`` of ``actions`` once the

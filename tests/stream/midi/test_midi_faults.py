@@ -7,7 +7,7 @@ import time
 import jack
 import numpy as np
 from jackio import PlayRecord
-from midirig import CLIENT, PORTS, Controller, Rig, stems_signal
+from midirig import CLIENT, PORTS, Controller, Rig, stems_signal, wait_live
 
 RATE = 44100
 
@@ -30,21 +30,18 @@ class RawSource:
     Every batch handed to :meth:`send` goes out in one process cycle, in order. JACK delivers
     MIDI per cycle: a cycle the reader misses (an xrun on a busy non-real-time server) loses
     its events, so one cycle at risk instead of one per event. :meth:`connect` returns once
-    the new connection carries events (the server switches to a new graph at some later cycle
-    than the one the connect request returned in)."""
+    the new connection carries events (midirig.wait_live)."""
 
     def __init__(self, server):
+        self.server = server
         self.client = jack.Client("lstest-raw", servername=server, no_start_server=True)
         self.port = self.client.midi_outports.register("out")
-        self.echo = self.client.midi_inports.register("echo")
         self.queue = []
-        self.echoed = 0
         self.lock = threading.Lock()
         self.client.set_process_callback(self._process)
         self.client.activate()
 
     def _process(self, frames):
-        self.echoed += sum(1 for _ in self.echo.incoming_midi_events())
         self.port.clear_buffer()
         if self.lock.acquire(blocking=False):  # test code: a lock is fine here
             try:
@@ -54,17 +51,9 @@ class RawSource:
             finally:
                 self.lock.release()
 
-    def connect(self, dest, timeout_s=10):
-        """Connect to ``dest``, then to our own echo port; graphs change in request order, so
-        once an active-sensing byte (ignored by every MIDI parser) comes back on the echo port,
-        ``dest`` is connected in the running graph too."""
+    def connect(self, dest):
         self.client.connect(self.port, dest)
-        self.client.connect(self.port, self.echo)
-        deadline = time.monotonic() + timeout_s
-        while self.echoed == 0:
-            assert time.monotonic() < deadline, f"{self.port.name} -> {dest}: nothing came back"
-            self.send([[0xFE]])
-        self.client.disconnect(self.port, self.echo)
+        wait_live(self.server, self.port.name, lambda: self.send([[0xFE]]))
 
     def send(self, events):
         """Queue ``events`` (a list of byte lists) for the next cycle and wait a few cycles."""
@@ -213,7 +202,7 @@ def test_rtmidi_jack_input_virtual_port(jackd_44k, tmp_path):
                 if p.name.endswith(":ctl_in")][0]
         c.connect(ctl.port, dest)
         c.close()
-        time.sleep(0.2)
+        wait_live(jackd_44k.name, ctl.port, lambda: ctl.send(0xFE))
         ctl.send(0xB0, 7, 0)
         ctl.send(0xB0, 7, 127)
         ctl.send(0xB0, 7, 64)
