@@ -100,6 +100,13 @@ def _check_live_stats(st):
     assert st["worker_error"] is None, st["worker_error"]
 
 
+def _disturbed(st) -> str:
+    """What the machine did to a session that a recording cannot see ('' when nothing):
+    deadline misses (a hop played dry), xruns after start-up, cycles the engine never got."""
+    got = {k: st[k] for k in ("deadline_misses", "xruns_after_grace", "frame_gaps") if st[k]}
+    return ", ".join(f"{v} {k}" for k, v in got.items())
+
+
 def test_stems_equal_livestems_separate_at_44k(jackd_44k, tmp_path):
     """At the model's rate the live path is the very computation `separate` does: -60 dB."""
     song = make_demo_song(seconds=4.0, sample_rate=44100, seed=3).mixture
@@ -113,23 +120,35 @@ def test_stems_equal_livestems_separate_at_44k(jackd_44k, tmp_path):
     want["mix"] = want["vocals"] + want["accompaniment"]
     want["karaoke"] = want["accompaniment"]
 
-    # --safety-ms 0: the geometry alone (the default margin is measured at start-up)
-    proc, stats = _start_livestems(jackd_44k, tmp_path, "--safety-ms", "0")
-    try:
-        lat = lsp_capture_latency(jackd_44k.name, f"{CLIENT}:vocals_L")
-        assert lat[0] == lat[1] == 256 + 256 + 256  # center: model 256 + hop + period
-        rec, _ = _record_song(jackd_44k, song, lat[0])
-    finally:
-        st, _ = _stop(proc, stats)
-    _check_live_stats(st)
-    assert st["latency_samples"] == lat[0]
+    # --safety-ms 0: the geometry alone (the default margin is measured at start-up). With no
+    # margin, a worker the machine descheduled for more than a period misses a hop, which
+    # plays dry: such a session (misses, xruns or skipped cycles reported) is run again, a
+    # clean one is judged
     n = song.shape[1]
-    for k, port in enumerate(PORTS):
-        stem, side = port.split(":")[1].rsplit("_", 1)
-        got = rec[k, lat[0]:lat[0] + n]
-        err = error_db(got, want[stem][0 if side == "L" else 1])
+    for attempt in range(4):
+        proc, stats = _start_livestems(jackd_44k, tmp_path, "--safety-ms", "0")
+        try:
+            lat = lsp_capture_latency(jackd_44k.name, f"{CLIENT}:vocals_L")
+            assert lat[0] == lat[1] == 256 + 256 + 256  # center: model 256 + hop + period
+            rec, _ = _record_song(jackd_44k, song, lat[0])
+        finally:
+            st, _ = _stop(proc, stats)
+        _check_live_stats(st)
+        assert st["latency_samples"] == lat[0]
+        errors = {}
+        for k, port in enumerate(PORTS):
+            stem, side = port.split(":")[1].rsplit("_", 1)
+            got = rec[k, lat[0]:lat[0] + n]
+            errors[port] = error_db(got, want[stem][0 if side == "L" else 1])
+        if max(errors.values()) < -60 or not _disturbed(st):
+            break
+        print(f"attempt {attempt}: {_disturbed(st)}; errors {errors}: again")
+    else:
+        pytest.skip(f"4 sessions disturbed by the machine (last: {_disturbed(st)}; "
+                    "docs/LIVE.md)")
+    for port, err in errors.items():
         print(f"{port}: error {err:.1f} dB")
-        assert err < -60, (port, err)
+        assert err < -60, (port, err, st)
     # silence before the song reached the outputs: `center`'s 256-sample synthesis window
     # may smear the first estimates at most that far ahead of the latency, never further
     assert np.abs(rec[:, :lat[0] - 256]).max() == 0.0
@@ -142,8 +161,9 @@ def test_48k_server_through_resamplers_and_impulse(jackd, tmp_path):
     keeps a worker descheduled by the VM from missing inside the recordings).
 
     A session in which livestems itself saw xruns or skipped cycles after start-up may have
-    lost input samples that the test clients did not notice; such a session is run again
-    (at most 4 times, then skipped with the counts: the machine, not livestems)."""
+    lost input samples that the test clients did not notice, and one with a deadline miss
+    played a hop dry: such a session, if its errors are over the bound, is run again (at most
+    4 times, then skipped with the counts: the machine, not livestems)."""
     song = make_demo_song(seconds=2.0, sample_rate=48000, seed=4).mixture
     sep = load_separator(None)
     for attempt in range(4):
@@ -158,14 +178,12 @@ def test_48k_server_through_resamplers_and_impulse(jackd, tmp_path):
             st, _ = _stop(proc, stats)
         _check_live_stats(st)
         errors = _compare_48k(st, sep, song, rec, start, lat)
-        if max(errors.values()) < -60 or (st["xruns_after_grace"] == 0
-                                         and st["frame_gaps"] == 0):
+        if max(errors.values()) < -60 or not _disturbed(st):
             break
-        print(f"attempt {attempt}: livestems saw {st['xruns_after_grace']} xruns and "
-              f"{st['frame_gaps']} skipped cycles; errors {errors}: again")
+        print(f"attempt {attempt}: {_disturbed(st)}; errors {errors}: again")
     else:
-        pytest.skip(f"4 sessions disturbed by the machine (last: {st['xruns_after_grace']} "
-                    f"xruns, {st['frame_gaps']} skipped cycles; docs/LIVE.md)")
+        pytest.skip(f"4 sessions disturbed by the machine (last: {_disturbed(st)}; "
+                    "docs/LIVE.md)")
     for port, err in errors.items():
         print(f"{port}: error {err:.1f} dB against the offline streaming reference")
         assert err < -60, (port, err, st)

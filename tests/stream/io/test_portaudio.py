@@ -65,10 +65,37 @@ def test_karaoke_through_portaudio_equals_separate(jackd_44k, tmp_path):
     r = _cli(["separate", str(wav), "-o", str(tmp_path / "ref"), "-q"], None)
     assert r.returncode == 0, r.stderr
     want = sf.read(tmp_path / "ref" / "song" / "accompaniment.wav", dtype="float32")[0].T
-    stats = tmp_path / "stats.json"
+    n = song.shape[1]
+    # --safety-ms 0 (the geometry alone): a worker the machine descheduled for more than a
+    # period misses a hop, played dry; a session with misses whose output is off is run again
+    for attempt in range(4):
+        st, rec, lat = _karaoke_session(jackd_44k, song, tmp_path / f"stats{attempt}.json")
+        # PortAudio's JACK host API buffers one period of its own (measured: the best
+        # alignment over every shift is exactly one period past the engine's latency)
+        errs = {d: error_db(rec[0, lat + d:lat + d + n], want[0]) for d in range(-lat, 512)}
+        shift = min(errs, key=errs.get)
+        errors = [error_db(rec[ch, lat + shift:lat + shift + n], want[ch]) for ch in (0, 1)]
+        if max(errors) < -60 or not st["deadline_misses"]:
+            break
+        print(f"attempt {attempt}: {st['deadline_misses']} deadline misses, errors {errors}: "
+              "again")
+    else:
+        pytest.skip(f"deadline misses in 4 sessions (last: {st['deadline_misses']}): the "
+                    "machine is too busy right now (docs/LIVE.md)")
+    assert shift == jackd_44k.period
+    for ch in (0, 1):
+        print(f"{PA_OUT[ch]}: error {errors[ch]:.1f} dB against `livestems separate` "
+              "accompaniment")
+        assert errors[ch] < -60, (errors, st)
+
+
+def _karaoke_session(server, song, stats):
+    """`livestems karaoke --safety-ms 0` through PortAudio on ``server``, ``song`` played
+    into it and its output recorded: (stats, recording [2, T], the engine's latency)."""
     proc = subprocess.Popen([sys.executable, "-m", "livestems.stream", "karaoke", "--no-view",
-                             "--block", "256", "--safety-ms", "0", "--stats", str(stats)], env=jackd_44k.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--block", "256", "--safety-ms", "0", "--stats", str(stats)],
+                            env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         lat = None
         for line in proc.stdout:  # "latency N samples = ..."
@@ -76,9 +103,9 @@ def test_karaoke_through_portaudio_equals_separate(jackd_44k, tmp_path):
                 lat = int(line.split()[1])
                 break
         assert lat == 256 + 256 + 256, lat
-        wait_for_ports(jackd_44k.name, PA_IN + PA_OUT)
+        wait_for_ports(server.name, PA_IN + PA_OUT)
         for attempt in range(8):
-            pr = PlayRecord(jackd_44k.name, song, PA_OUT, song.shape[1] + lat + 512,
+            pr = PlayRecord(server.name, song, PA_OUT, song.shape[1] + lat + 512,
                             prefix=f"lspa{attempt}")
             try:
                 for port in PA_IN:  # PortAudio joined system:capture by itself: unplug it
@@ -91,7 +118,8 @@ def test_karaoke_through_portaudio_equals_separate(jackd_44k, tmp_path):
                 pr.close()
             if pr.disturbed == 0:
                 break
-            print(f"xruns or skipped cycles during the recording ({pr.xruns}, {pr.gaps}); recording again")
+            print(f"xruns or skipped cycles during the recording ({pr.xruns}, {pr.gaps}); "
+                  "recording again")
         else:  # not a verdict on livestems: no clean recording could be made (docs/LIVE.md)
             pytest.skip(f"xruns or skipped cycles in all 8 recordings (last: {pr.xruns} "
                         f"xruns, {pr.gaps} skipped cycles): the machine is too busy right now")
@@ -101,16 +129,7 @@ def test_karaoke_through_portaudio_equals_separate(jackd_44k, tmp_path):
     assert proc.returncode == 0
     st = json.loads(stats.read_text())
     assert st["worker_error"] is None and st["latency_samples"] == lat
-    n = song.shape[1]
-    # PortAudio's JACK host API buffers one period of its own (measured: the best alignment
-    # over every shift is exactly one period past the engine's latency)
-    errs = {d: error_db(rec[0, lat + d:lat + d + n], want[0]) for d in range(-lat, 512)}
-    assert min(errs, key=errs.get) == jackd_44k.period
-    lat += jackd_44k.period
-    for ch in (0, 1):
-        err = error_db(rec[ch, lat:lat + n], want[ch])
-        print(f"{PA_OUT[ch]}: error {err:.1f} dB against `livestems separate` accompaniment")
-        assert err < -60, err
+    return st, rec, lat
 
 
 def _read_until(fd, needle, timeout_s):

@@ -122,8 +122,9 @@ def test_a_source_that_disappears_and_returns(jackd_44k, tmp_path):
         y = _record_mix(jackd_44k)  # audio continues without control
         rig.ctl = Controller()  # plugged in again: reconnected by name
         rig.wait_connected(rig.ctl.port)
-        rig.ctl.send(0xB0, 7, 127)
-        time.sleep(0.3)
+        for _ in range(3):  # the same value thrice: one cycle lost to an xrun changes nothing
+            rig.ctl.send(0xB0, 7, 127)
+            time.sleep(0.1)
     finally:
         st = rig.stop(check=False)
         rig.close()
@@ -154,8 +155,23 @@ vocals.gain = -6
 
 
 def test_feedback_lights_leds_and_moves_motor_faders(jackd_44k, tmp_path):
+    for attempt in range(4):
+        st, first, later = _feedback_session(jackd_44k, tmp_path)
+        want = [(0xB0, 48, 127), (0xB0, 0, 64)]
+        if later == want or not st.get("xruns"):
+            break
+        # four messages each crossed a cycle (two in, two out): one lost to an xrun on a
+        # busy non-real-time server says nothing about feedback
+        print(f"attempt {attempt}: {st['xruns']} xruns, got {later}: again")
+    # the state when the monitor connected may have been sent before it listened; after
+    # that: the LED on, and the fader to 10**(-12/40) of the travel (64 of 127)
+    assert later == want, (first, later, st)
+    assert st["params"]["vocals.mute"] == 1.0 and st["midi"]["feedback"] >= 2
+
+
+def _feedback_session(server, tmp_path):
     got = []
-    mon = jack.Client("lstest-mon", servername=jackd_44k.name, no_start_server=True)
+    mon = jack.Client("lstest-mon", servername=server.name, no_start_server=True)
     port = mon.midi_inports.register("in")
 
     def process(frames):
@@ -164,7 +180,7 @@ def test_feedback_lights_leds_and_moves_motor_faders(jackd_44k, tmp_path):
 
     mon.set_process_callback(process)
     mon.activate()
-    rig = Rig(jackd_44k, tmp_path, FEEDBACK_MAP, "--feedback")
+    rig = Rig(server, tmp_path, FEEDBACK_MAP, "--feedback")
     try:
         mon.connect(f"{CLIENT}:midi_out", "lstest-mon:in")
         time.sleep(0.3)
@@ -179,20 +195,28 @@ def test_feedback_lights_leds_and_moves_motor_faders(jackd_44k, tmp_path):
         rig.close()
         mon.deactivate()
         mon.close()
-    later = got[len(first):]
-    # the state when the monitor connected may have been sent before it listened; after
-    # that: the LED on, and the fader to 10**(-12/40) of the travel (64 of 127)
-    assert later == [(0xB0, 48, 127), (0xB0, 0, 64)], (first, later)
-    assert st["params"]["vocals.mute"] == 1.0 and st["midi"]["feedback"] >= 2
+    return st, first, got[len(first):]
 
 
 def test_rtmidi_jack_input_virtual_port(jackd_44k, tmp_path):
     """--midi-api jack: python-rtmidi's own JACK client with a virtual input port."""
-    rig = Rig(jackd_44k, tmp_path, CH1_MAP, "--midi-api", "jack", "--midi-virtual", "ctl_in",
+    for attempt in range(4):
+        st, dest = _rtmidi_session(jackd_44k, tmp_path)
+        if st["midi"]["applied"] == 3 or not st.get("xruns"):
+            break
+        # the three CCs cross one or two cycles: lost to an xrun, nothing about rtmidi
+        print(f"attempt {attempt}: {st['xruns']} xruns, {st['midi']}: again")
+    assert dest == "livestems-midi:ctl_in", dest
+    assert st["params"]["vocals.gain"] == -24 + 24 * 64 / 127, st
+    assert st["midi"]["applied"] == 3, st
+
+
+def _rtmidi_session(server, tmp_path):
+    rig = Rig(server, tmp_path, CH1_MAP, "--midi-api", "jack", "--midi-virtual", "ctl_in",
               controller=False)
     ctl = Controller()
     try:
-        c = jack.Client("lstest-c", servername=jackd_44k.name, no_start_server=True)
+        c = jack.Client("lstest-c", servername=server.name, no_start_server=True)
         deadline = time.monotonic() + 10
         while not [p for p in c.get_ports(is_midi=True, is_input=True)
                    if p.name.endswith(":ctl_in")]:
@@ -202,7 +226,7 @@ def test_rtmidi_jack_input_virtual_port(jackd_44k, tmp_path):
                 if p.name.endswith(":ctl_in")][0]
         c.connect(ctl.port, dest)
         c.close()
-        wait_live(jackd_44k.name, ctl.port, lambda: ctl.send(0xFE))
+        wait_live(server.name, ctl.port, lambda: ctl.send(0xFE))
         ctl.send(0xB0, 7, 0)
         ctl.send(0xB0, 7, 127)
         ctl.send(0xB0, 7, 64)
@@ -211,9 +235,7 @@ def test_rtmidi_jack_input_virtual_port(jackd_44k, tmp_path):
         st = rig.stop(check=False)
         rig.close()
         ctl.close()
-    assert dest == "livestems-midi:ctl_in", dest
-    assert st["params"]["vocals.gain"] == -24 + 24 * 64 / 127
-    assert st["midi"]["applied"] == 3
+    return st, dest
 
 
 KEY_MAP = """
@@ -230,8 +252,9 @@ def test_key_shift_moves_the_shifter(jackd_44k, tmp_path):
     """With --key, CC 18 = 127 -> key.shift +12: a 440 Hz tone comes out at 880 Hz."""
     rig = Rig(jackd_44k, tmp_path, KEY_MAP, "--key", "0")
     try:
-        rig.ctl.send(0xB0, 18, 127)
-        time.sleep(0.3)
+        for _ in range(3):  # the same value thrice: one cycle lost to an xrun changes nothing
+            rig.ctl.send(0xB0, 18, 127)
+            time.sleep(0.1)
         t = np.arange(int(0.6 * RATE)) / RATE
         tone = np.stack([0.3 * np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32)
         pr = PlayRecord(jackd_44k.name, tone, PORTS[:1], tone.shape[1] + 4096,
