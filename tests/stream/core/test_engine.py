@@ -114,15 +114,19 @@ def _sine(seconds, freq=220.0, amp=0.5, rate=44100):
 
 
 def test_missed_deadlines_keep_audio_flowing_without_clicks():
-    """A worker that stalls 30 ms every 50 hops, paced in real time, karaoke-style mix.
+    """A worker that stalls 60 ms every 50 hops, paced in real time, karaoke-style mix.
 
     Stated bound: the largest sample-to-sample step of the output exceeds the input's own
     largest step by at most 0.05 (full scale 1.0), although the wet mix (one stem muted, 6 dB
     down) and the dry fallback differ by up to 0.25 at the switch points.
     """
-    sep = Sleepy(every=50, stall_s=0.03, hop=256, latency=0, coeff=0.0)  # low stem = 0
+    sep = Sleepy(every=50, stall_s=0.06, hop=256, latency=0, coeff=0.0)  # low stem = 0
     x = _sine(3.0)
-    engine = Engine(sep, block_size=256, crossfade_ms=2.0)
+    # a 20 ms margin: a hop may land up to about 32 ms (margin + hop + block) after its input,
+    # so each 60 ms stall still misses (~28 ms played dry), while the machine descheduling the
+    # worker or the feeder for a few tens of ms adds no misses of its own (with no margin, the
+    # slack was 11.6 ms and extra misses from load could take the tail below half wet)
+    engine = Engine(sep, block_size=256, crossfade_ms=2.0, safety_ms=20.0)
     engine.mixer.set_gain_db("high", -6.0206)  # wet mix = 0.5 * input
     engine.mixer.snap()
     mix, _ = play_through(engine, x, paced=True)
@@ -266,14 +270,19 @@ def test_lead_minimum_covers_the_whole_run_not_only_the_kept_window(monkeypatch)
     monkeypatch.setattr(engine_mod, "_TIMES_KEPT", 64)
     x = music_like(2.0)
     sep = SplitDelay(hop=256, latency=0)
-    # a 5 ms margin: a hiccup of the machine in the last hops kept must not make p1 negative
-    engine = Engine(sep, block_size=256, safety_ms=5.0)
+    # a 40 ms margin: a hop lands in time up to about 52 ms (margin + hop + block) after its
+    # input, so the machine descheduling the worker or the feeder for a few tens of ms in the
+    # last hops kept does not make p1 negative (a 5 ms margin failed on a stall of ~11 ms)
+    engine = Engine(sep, block_size=256, safety_ms=40.0)
     calls = []
 
     def early_stalls(_eng):
         calls.append(1)
         if 5 <= len(calls) <= 8:
-            time.sleep(0.03)  # five blocks late, past the margin, while the audio goes on
+            # 4 x 50 ms back to back while the audio goes on: the second stalled hop already
+            # lands ~95 ms after its input, far past the margin (sleeps only run long, and a
+            # longer stall only makes the minimum more negative)
+            time.sleep(0.05)
 
     engine.stall_hook = early_stalls
     play_through(engine, x, paced=True)

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from jackio import PlayRecord, lsp_capture_latency
 
 from livestems.stream.io.backends.jack import JackHost
@@ -18,7 +19,11 @@ def test_model_error_falls_back_to_dry_and_impulse_lands_at_the_latency(jackd):
     host = JackHost(sep, name="lsdry", servername=jackd.name)
     try:
         host.activate()
-        time.sleep(0.5)  # > 50 hops: the model has fallen over by now
+        # the model falls over on its 51st hop: wait for that, not for a time that a busy
+        # machine may stretch past
+        deadline = time.monotonic() + 10
+        while host.stats()["worker_error"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         st = host.stats()
         assert st["worker_error"] == "RuntimeError: model fell over"
         lat = lsp_capture_latency(jackd.name, "lsdry:karaoke_L")[0]
@@ -36,6 +41,12 @@ def test_model_error_falls_back_to_dry_and_impulse_lands_at_the_latency(jackd):
                 pr.close()
             if pr.disturbed == 0:
                 break
+        else:
+            # an xrun or a skipped cycle can drop the impulse or move it: the asserts below
+            # would judge the machine, not the dry path
+            pytest.skip(f"JACK reported xruns or skipped cycles in all 5 recordings ({pr.xruns}, "
+                        f"{pr.gaps} in the last): this machine is too busy right now to record "
+                        "cleanly (non-real-time jackd; see docs/LIVE.md)")
         karaoke, mix, stem = rec
         # the dry path is the input itself, delayed by exactly the published latency
         assert karaoke[1000 + lat] == 1.0 and mix[1000 + lat] == 1.0
