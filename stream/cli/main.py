@@ -170,6 +170,24 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not _caused_by_ctrl_c(exc):
+            raise
+        # a C extension's import (numpy's core, for one) turns a KeyboardInterrupt raised
+        # inside it into an ImportError: still the user's Ctrl-C, not a failure
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _caused_by_ctrl_c(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in ``exc``'s chain of causes and contexts."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _main(argv=None) -> int:

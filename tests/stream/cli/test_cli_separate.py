@@ -230,3 +230,26 @@ def _maps_torch(pid):
             return "/torch/lib/" in f.read()
     except OSError:
         return False
+
+
+def test_ctrl_c_turned_into_an_import_error_is_still_an_interruption(monkeypatch, capsys):
+    """numpy's C initialisation turns a KeyboardInterrupt raised inside its own imports into
+    an ImportError (seen: 2 Ctrl-C in 20 timed to land there printed a traceback)."""
+    from livestems.stream.cli import main as cli
+
+    def interrupted_import(argv):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ImportError("PyCapsule_Import could not import module \"datetime\"")
+
+    monkeypatch.setattr(cli, "_main", interrupted_import)
+    assert cli.main([]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+    def broken(argv):
+        raise ImportError("a real failure")
+
+    monkeypatch.setattr(cli, "_main", broken)
+    with pytest.raises(ImportError, match="a real failure"):
+        cli.main([])
