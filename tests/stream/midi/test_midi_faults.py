@@ -6,6 +6,7 @@ import time
 
 import jack
 import numpy as np
+import pytest
 from jackio import PlayRecord
 from midirig import CLIENT, PORTS, Controller, Rig, stems_signal, wait_live
 
@@ -102,6 +103,9 @@ def test_malformed_bytes_and_unmapped_channels_on_midi_in(jackd_44k, tmp_path):
             print(f"attempt {attempt}: the batch was lost with {st['xruns']} xruns; again")
             continue
         break
+    else:
+        pytest.skip(f"the batch was lost to xruns in 4 sessions (last: {st['xruns']}): this "
+                    "machine is too busy right now (docs/LIVE.md)")
     assert np.abs(y).max() > 0.1
     assert st["worker_error"] is None
     assert st["params"]["vocals.gain"] == -24 + 24 * 64 / 127, (st, rig.stderr)  # last CC 7
@@ -163,6 +167,9 @@ def test_feedback_lights_leds_and_moves_motor_faders(jackd_44k, tmp_path):
         # four messages each crossed a cycle (two in, two out): one lost to an xrun on a
         # busy non-real-time server says nothing about feedback
         print(f"attempt {attempt}: {st['xruns']} xruns, got {later}: again")
+    else:
+        pytest.skip(f"xruns in 4 sessions with messages lost (last: {st['xruns']}, got "
+                    f"{later}): this machine is too busy right now (docs/LIVE.md)")
     # the state when the monitor connected may have been sent before it listened; after
     # that: the LED on, and the fader to 10**(-12/40) of the travel (64 of 127)
     assert later == want, (first, later, st)
@@ -206,6 +213,9 @@ def test_rtmidi_jack_input_virtual_port(jackd_44k, tmp_path):
             break
         # the three CCs cross one or two cycles: lost to an xrun, nothing about rtmidi
         print(f"attempt {attempt}: {st['xruns']} xruns, {st['midi']}: again")
+    else:
+        pytest.skip(f"xruns in 4 sessions with messages lost (last: {st['xruns']}, "
+                    f"{st['midi']}): this machine is too busy right now (docs/LIVE.md)")
     assert dest == "livestems-midi:ctl_in", dest
     assert st["params"]["vocals.gain"] == -24 + 24 * 64 / 127, st
     assert st["midi"]["applied"] == 3, st
