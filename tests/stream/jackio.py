@@ -87,8 +87,8 @@ class PlayRecord:
 
         A recording that has not finished by the deadline is returned as it is when JACK
         reported xruns or skipped cycles in it (:attr:`disturbed`, which callers check: on a
-        machine busy enough, JACK2 stops running a client that kept missing its cycles);
-        without any, that is a failure (TimeoutError)."""
+        machine busy enough the player's frame time was seen to stop short of the end, with
+        xruns reported); without any, that is a failure (TimeoutError)."""
         period = self.player.blocksize
         lead = -(-lead_frames // period) * period
         self.start = self.player.last_frame_time + lead

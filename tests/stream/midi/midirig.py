@@ -169,8 +169,8 @@ class Rig:
                 while pending and now >= pending[0][0]:
                     self.ctl.send(*pending.pop(0)[1])
                 if time.monotonic() > deadline:
-                    if pr.disturbed:  # JACK stopped running a client that kept missing
-                        break  # cycles (it reported so): raised below, recorded again
+                    if pr.disturbed:  # xruns reported, and the player's frame time
+                        break  # stopped short (a busy machine): raised below, recorded again
                     raise TimeoutError("recording did not finish")
                 time.sleep(0.001)
             rec = pr.rec
