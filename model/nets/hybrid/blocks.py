@@ -172,10 +172,15 @@ class FreqEmbedding(nn.Module):
 
     def __init__(self, n_bins: int, dim: int, scale: float = 10.0, smooth: bool = True):
         super().__init__()
-        weight = torch.randn(n_bins, dim)
-        if smooth:
-            weight = weight.cumsum(0) / torch.arange(1, n_bins + 1).float().sqrt()[:, None]
-        self.weight = nn.Parameter(weight / scale)
+        weight = torch.empty(n_bins, dim)
+        if weight.device.type != "meta":  # (the checkpoint loader's shape-only shell: random
+            # values and a cumsum there go through torch's reference ops, whose first use
+            # imports torch._dynamo: 1.2 s of every model load, for values never read)
+            weight.normal_()  # the same draws as torch.randn
+            if smooth:
+                weight = weight.cumsum(0) / torch.arange(1, n_bins + 1).float().sqrt()[:, None]
+            weight = weight / scale
+        self.weight = nn.Parameter(weight)
         self.scale = float(scale)
 
     def forward(self, n_bins: int) -> torch.Tensor:

@@ -98,3 +98,15 @@ def test_missing_shipped_weights_is_a_clear_error(shipped_default, monkeypatch, 
     monkeypatch.setitem(registry.SHIPPED, "rt-tiny", tmp_path / "rt-tiny.json")
     with pytest.raises(ModelError, match="trained weights of 'rt-tiny' are missing"):
         load_separator(None)
+
+
+def test_loading_the_default_model_does_not_pull_in_torch_compile():
+    """The loader's shape-only shell (built on the meta device) once drew random values and
+    a cumsum there, which go through torch's reference ops and import torch._dynamo: 1.2 to
+    2 s of every model load (each library worker pays it), for values never read. (rt-tiny by
+    name: the suite's $LIVESTEMS_MODEL picks `center`, which has no such table.)"""
+    code = ("import sys\nfrom livestems.model.nets.registry import load_separator\n"
+            "load_separator('rt-tiny')\nprint('torch._dynamo' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False", r.stdout
