@@ -167,14 +167,11 @@ def main(argv=None) -> int:
     command's own handling starts) ends with "interrupted" and exit code 130, no traceback."""
     try:
         return _main(argv)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if not _caused_by_ctrl_c(exc):
-            raise
+    except BaseException as exc:
         # a C extension's import (numpy's core, for one) turns a KeyboardInterrupt raised
         # inside it into an ImportError: still the user's Ctrl-C, not a failure
+        if not _caused_by_ctrl_c(exc):
+            raise
         print("interrupted", file=sys.stderr)
         return 130
 

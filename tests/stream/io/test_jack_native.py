@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from jackio import error_db, fifo_granted, lsp_capture_latency, thread_policies
-from test_jack import PORTS, _record_song, _start_livestems, _stop
+from test_jack import (PORTS, _judge_sessions, _port_errors, _record_song, _start_livestems,
+                       _stop)
 
 from livestems.model.evaluation.demo_song import make_demo_song
 from livestems.model.nets.registry import load_separator
@@ -57,8 +58,8 @@ def test_native_stems_equal_livestems_separate_at_44k(jackd_44k, tmp_path):
             for s in ("vocals", "accompaniment")}
     want["mix"] = want["vocals"] + want["accompaniment"]
     want["karaoke"] = want["accompaniment"]
-    n = song.shape[1]
-    for attempt in range(4):
+
+    def session():
         proc, stats = _start_livestems(jackd_44k, tmp_path, "--native", "--safety-ms", "0")
         try:
             lat = lsp_capture_latency(jackd_44k.name, PORTS[0])
@@ -69,22 +70,9 @@ def test_native_stems_equal_livestems_separate_at_44k(jackd_44k, tmp_path):
         assert "process callback in C (no GIL)" in out
         assert st["backend"] == "jack-native" and st["latency_samples"] == lat[0]
         assert st["cycles"] > 0 and st["errors"] == 0 and st["worker_error"] is None
-        errors = {}
-        for k, port in enumerate(PORTS):
-            stem, side = port.split(":")[1].rsplit("_", 1)
-            errors[port] = error_db(rec[k, lat[0]:lat[0] + n], want[stem][0 if side == "L" else 1])
-        # this host counts xruns from activation (it has no start-up grace count), so one
-        # before the recording also makes a failed session count as disturbed
-        disturbed = {k: st[k] for k in ("deadline_misses", "xruns", "frame_gaps")}
-        if max(errors.values()) < -60 or not any(disturbed.values()):
-            break
-        print(f"attempt {attempt}: livestems counted {disturbed}; worst error "
-              f"{max(errors.values()):.1f} dB: again")
-    else:
-        pytest.skip(f"4 sessions disturbed by the machine (last: {disturbed}; docs/LIVE.md)")
-    for port, err in errors.items():
-        print(f"{port}: error {err:.1f} dB")
-        assert err < -60, (port, err, st)
+        return st, _port_errors(rec, lat[0], want)
+
+    _judge_sessions(session)
 
 
 def test_native_callback_runs_while_python_holds_the_gil(jackd):
